@@ -1,0 +1,152 @@
+"""
+The three attentions of the assignment. They share the value and output projections, the head
+split and the causal mask; they differ only in how the attention scores are made:
+
+    CausalSelfAttention   scores = (X Q_i)(X K_i)^T / sqrt(d/h)                (vanilla)
+    CausalCrossAttention  scores = (X_q Q_i)(X_kv K_i)^T / sqrt(d/h)           (perceiver)
+    SynthesizerAttention  scores = ReLU(X A_i + b1) B_i + b2                   (synthesizer)
+
+Each then computes softmax(masked scores) (X V_i), concatenates the heads and projects with A.
+The mask is tril(block_size)[:Tq, :Tk]: query i sees keys 0..i.
+
+When a KVCache is passed, the call decodes one new position: it appends that position's keys and
+values to the cache and attends over everything cached, which are exactly the positions the
+causal mask would let it see.
+"""
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+class KVCache:
+    """The keys and values of the positions decoded so far, for one attention layer."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def __len__(self):
+        return 0 if self.v is None else self.v.size(2)
+
+    def append(self, k, v):
+        """Add (B, nh, T, hs) keys and values; returns everything cached."""
+        if self.v is None:
+            self.k, self.v = k, v
+        else:
+            self.k = None if k is None else torch.cat([self.k, k], dim=2)
+            self.v = torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+def attend(q, k, v, mask, dropout, fused, scale=None, bias=None):
+    """
+    softmax(q k^T * scale + bias, masked) v over (B, nh, T, hs) tensors. `mask` is a bool
+    (Tq, Tk) matrix of allowed positions, or None when every key is visible. The fused path and
+    the explicit one compute the same function.
+    """
+    dropout_p = dropout.p if dropout.training else 0.0
+    if fused:
+        if mask is not None and bias is None and mask.size(0) == mask.size(1):
+            # a square slice of tril is the plain causal mask, which has the fastest kernels
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
+                                                  scale=scale)
+        if bias is not None:
+            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                              scale=scale)
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    att = (q @ k.transpose(-2, -1)) * scale  # (B, nh, Tq, Tk)
+    if bias is not None:
+        att = att + bias
+    if mask is not None:
+        att = att.masked_fill(~mask, float("-inf"))
+    att = dropout(F.softmax(att, dim=-1))
+    return att @ v
+
+
+class _HeadsAttention(nn.Module):
+    """What every variant shares: value and output projections, heads, dropout and the mask."""
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.value = nn.Linear(config.n_embd, config.n_embd)
+        self.attn_drop = nn.Dropout(config.attn_pdrop)
+        self.resid_drop = nn.Dropout(config.resid_pdrop)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        # kept as a saved buffer, as in the original code, so that params files load both ways
+        self.register_buffer("mask", torch.tril(torch.ones(config.block_size, config.block_size))
+                             .view(1, 1, config.block_size, config.block_size))
+        self.n_head = config.n_head
+        self.fused = config.fused_attention
+
+    def split_heads(self, x):
+        B, T, C = x.size()
+        return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+
+    def causal_mask(self, Tq, Tk, cache):
+        # while decoding with a cache, every cached key is at or before the query
+        return None if cache is not None else self.mask[0, 0, :Tq, :Tk].bool()
+
+    def output(self, y):
+        B, nh, T, hs = y.size()
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # re-assemble the heads
+        return self.resid_drop(self.proj(y))
+
+
+class CausalCrossAttention(_HeadsAttention):
+    """Queries from x_q attend to keys and values from x_kv (x_kv=None: use only the cache)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.key = nn.Linear(config.n_embd, config.n_embd)
+        self.query = nn.Linear(config.n_embd, config.n_embd)
+
+    def forward(self, x_kv, x_q, cache=None):
+        q = self.split_heads(self.query(x_q))
+        if x_kv is None:
+            k, v = cache.k, cache.v
+        else:
+            k, v = self.split_heads(self.key(x_kv)), self.split_heads(self.value(x_kv))
+            if cache is not None:
+                k, v = cache.append(k, v)
+        mask = self.causal_mask(q.size(2), k.size(2), cache)
+        return self.output(attend(q, k, v, mask, self.attn_drop, self.fused))
+
+
+class CausalSelfAttention(CausalCrossAttention):
+    """Vanilla multi-head masked self-attention."""
+
+    def forward(self, x, cache=None):
+        return super().forward(x, x, cache)
+
+
+class SynthesizerAttention(_HeadsAttention):
+    """
+    The dense Synthesizer (Tay et al. 2020): each position makes its own attention scores over
+    positions 0..T-1 with a two-layer MLP, ReLU(X A_i + b1) B_i + b2, instead of comparing a
+    query with keys. w1 holds every A_i and b1; w2 (= B, shared by the heads) and b2 have one
+    column per position, of which a sequence of length T uses the first T.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.w1 = nn.Linear(config.n_embd, config.n_embd)
+        self.w2 = nn.Parameter(torch.zeros(config.n_embd // config.n_head, config.block_size - 1))
+        self.b2 = nn.Parameter(torch.zeros(config.block_size - 1))
+        nn.init.uniform_(self.w2, -0.001, 0.001)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        hidden = self.split_heads(F.relu(self.w1(x)))  # (B, nh, T, hs)
+        v = self.split_heads(self.value(x))
+        if cache is not None:
+            _, v = cache.append(None, v)
+        Tk = v.size(2)
+        # the MLP's second layer acts like T fixed "keys", one per position, with scale 1
+        positions = self.w2[:, :Tk].t().expand(B, self.n_head, Tk, C // self.n_head)
+        mask = self.causal_mask(T, Tk, cache)
+        y = attend(hidden, positions, v, mask, self.attn_drop, self.fused, scale=1.0,
+                   bias=self.b2[:Tk])
+        return self.output(y)

@@ -1,0 +1,92 @@
+"""The commands of SPEC.md section 9, end to end on a small corpus, for every variant."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, data_path
+
+RUN = os.path.join(ROOT, "src", "run.py")
+VARIANT_FLAGS = {"vanilla": [], "synthesizer": [], "perceiver": ["--bottleneck_dim", "16"]}
+
+
+def run(cwd, *args, ok=True):
+    result = subprocess.run([sys.executable, RUN, *args, "--max_epochs", "1"], cwd=cwd,
+                            capture_output=True, text=True, timeout=600)
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A directory with a 40-document corpus and 24 training, 6 dev and 5 test questions."""
+    d = tmp_path_factory.mktemp("cli")
+
+    def head(name, n):
+        with open(data_path(name), encoding="utf-8") as f:
+            return "".join(f.readlines()[:n])
+
+    # the small corpus must still hold every character of the questions and places
+    questions = head("birth_places_train.tsv", 24) + head("birth_dev.tsv", 6) + head("birth_test_inputs.tsv", 5)
+    symbols = "".join(sorted(set(questions) - {"\n", "\t"}))
+    (d / "wiki.txt").write_text(head("wiki.txt", 40) + symbols + "\n", encoding="utf-8")
+    (d / "train.tsv").write_text(head("birth_places_train.tsv", 24), encoding="utf-8")
+    (d / "dev.tsv").write_text(head("birth_dev.tsv", 6), encoding="utf-8")
+    (d / "test.tsv").write_text(head("birth_test_inputs.tsv", 5), encoding="utf-8")
+    return d
+
+
+@pytest.mark.parametrize("variant", list(VARIANT_FLAGS))
+def test_pretrain_finetune_evaluate(workdir, variant):
+    flags = VARIANT_FLAGS[variant]
+    run(workdir, "pretrain", variant, "wiki.txt", *flags, "--writing_params_path", f"{variant}.pretrain.params")
+    run(workdir, "finetune", variant, "wiki.txt", *flags, "--reading_params_path", f"{variant}.pretrain.params",
+        "--writing_params_path", f"{variant}.finetune.params", "--finetune_corpus_path", "train.tsv")
+    run(workdir, "finetune", variant, "wiki.txt", *flags, "--writing_params_path", f"{variant}.model.params",
+        "--finetune_corpus_path", "train.tsv")
+    for params in (f"{variant}.finetune.params", f"{variant}.model.params"):
+        state = torch.load(workdir / params, weights_only=True)
+        assert "tok_emb.weight" in state and "blocks.0.attn.mask" in state
+
+    dev = run(workdir, "evaluate", variant, "wiki.txt", *flags, "--reading_params_path", f"{variant}.finetune.params",
+              "--eval_corpus_path", "dev.tsv", "--outputs_path", f"{variant}.pretrain.dev.predictions")
+    assert "Correct: " in dev.stdout and " out of 6.0: " in dev.stdout
+    predictions = (workdir / f"{variant}.pretrain.dev.predictions").read_text(encoding="utf-8")
+    assert len(predictions.split("\n")) == 6 + 1 and predictions.endswith("\n")
+
+    test = run(workdir, "evaluate", variant, "wiki.txt", *flags, "--reading_params_path", f"{variant}.model.params",
+               "--eval_corpus_path", "test.tsv", "--outputs_path", f"{variant}.test.predictions")
+    assert f"Predictions written to {variant}.test.predictions; no targets provided" in test.stdout
+    assert (workdir / f"{variant}.test.predictions").read_text(encoding="utf-8").count("\n") == 5
+
+    logdir = workdir / "expt" / "pretrain" / f"run_{variant}_{16 if flags else 32}_pt_lr_0.006000_ft_lr_0.000600"
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(logdir))
+
+
+def test_a_seed_makes_training_deterministic(workdir):
+    for name in ("a", "b"):
+        run(workdir, "finetune", "vanilla", "wiki.txt", "--seed", "7", "--writing_params_path", f"seed_{name}.params",
+            "--finetune_corpus_path", "train.tsv")
+    a, b = (torch.load(workdir / f"seed_{n}.params", weights_only=True) for n in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_params_of_another_variant_are_refused_by_name(workdir):
+    run(workdir, "finetune", "synthesizer", "wiki.txt", "--writing_params_path", "synth.params",
+        "--finetune_corpus_path", "train.tsv")
+    result = run(workdir, "evaluate", "perceiver", "wiki.txt", "--reading_params_path", "synth.params",
+                 "--eval_corpus_path", "dev.tsv", "--outputs_path", "out.predictions", ok=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: synth.params: these params are for the synthesizer model, "
+                                     "not for perceiver")
+    assert not (workdir / "out.predictions").exists()
+
+
+def test_missing_corpus_is_a_one_line_error(workdir):
+    result = run(workdir, "pretrain", "vanilla", "nowhere.txt", "--writing_params_path", "x.params", ok=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: nowhere.txt: cannot read the pretraining corpus: No such file or directory"
+    assert not (workdir / "x.params").exists()

@@ -1,0 +1,137 @@
+"""The model and its three attention variants (SPEC.md section 6), and greedy decoding."""
+import pytest
+import torch
+from torch.nn import functional as F
+
+import model
+import utils
+from reference import reference_logits
+
+VOCAB, BLOCK, LAYERS, HEADS, EMBD = 13, 16, 4, 2, 8
+VARIANT_OPTIONS = {
+    "vanilla": {},
+    "synthesizer": {"synthesizer": True},
+    "perceiver": {"perceiver": True, "bottleneck_dim": 5},
+}
+VARIANTS = list(VARIANT_OPTIONS)
+
+
+def tiny_model(variant, seed=0, **options):
+    torch.manual_seed(seed)
+    config = model.GPTConfig(VOCAB, BLOCK, n_layer=LAYERS, n_head=HEADS, n_embd=EMBD,
+                             **VARIANT_OPTIONS[variant], **options)
+    gpt = model.GPT(config)
+    with torch.no_grad():  # move the zero-initialised parameters off zero, so every one matters
+        gpt.pos_emb.normal_(0, 0.5)
+        for name, p in gpt.named_parameters():
+            if name.endswith("bias") or name.endswith("b2"):
+                p.normal_(0, 0.1)
+            elif name.endswith("w2"):
+                p.normal_(0, 0.5)
+    return gpt.eval()
+
+
+def random_ids(B, T, seed=1):
+    return torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("variant, options, count", [
+    ("vanilla", {}, 3_323_392),
+    # each layer's attention: w1 (256*256+256), w2 (32*127), b2 (127) instead of key and query
+    ("synthesizer", {"synthesizer": True}, 3_323_392 - 4 * (2 * 65_792 - 65_792 - 32 * 127 - 127)),
+    # the basis C adds m*256
+    ("perceiver", {"perceiver": True, "bottleneck_dim": 32}, 3_323_392 + 32 * 256),
+    ("perceiver", {"perceiver": True, "bottleneck_dim": 64}, 3_323_392 + 64 * 256),
+])
+def test_parameter_counts_at_the_assignment_size(variant, options, count):
+    gpt = model.GPT(model.GPTConfig(256, 128, n_layer=4, n_head=8, n_embd=256, **options))
+    assert sum(p.numel() for p in gpt.parameters()) == count
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_and_loss_ignores_pad_targets(variant):
+    gpt = tiny_model(variant)
+    idx = random_ids(3, BLOCK - 1)
+    targets = random_ids(3, BLOCK - 1, seed=2)
+    targets[:, :5] = 0  # PAD
+    logits, loss = gpt(idx, targets)
+    assert logits.shape == (3, BLOCK - 1, VOCAB)
+    keep = targets != 0
+    assert torch.allclose(loss, F.cross_entropy(logits[keep], targets[keep]))
+    assert gpt(idx)[1] is None
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_output_at_t_never_depends_on_inputs_after_t(variant):
+    gpt = tiny_model(variant)
+    idx = random_ids(1, BLOCK - 1)
+    logits, _ = gpt(idx)
+    for t in range(BLOCK - 2):
+        changed = idx.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % VOCAB
+        assert torch.allclose(gpt(changed)[0][:, :t + 1], logits[:, :t + 1], atol=1e-6), t
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("T", [3, BLOCK - 1])  # shorter and longer than the perceiver's basis
+def test_model_matches_the_equations(variant, T):
+    gpt = tiny_model(variant)
+    idx = random_ids(2, T)
+    expected = reference_logits(gpt.state_dict(), idx, LAYERS, HEADS, variant)
+    assert torch.allclose(gpt(idx)[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_fused_attention_equals_the_explicit_masked_softmax(variant):
+    fused, explicit = tiny_model(variant), tiny_model(variant, fused_attention=False)
+    explicit.load_state_dict(fused.state_dict())
+    idx, targets = random_ids(4, BLOCK - 1), random_ids(4, BLOCK - 1, seed=3)
+    (logits_f, loss_f), (logits_e, loss_e) = fused(idx, targets), explicit(idx, targets)
+    assert torch.allclose(logits_f, logits_e, atol=1e-5)
+    loss_f.backward()
+    loss_e.backward()
+    for (name, p_f), p_e in zip(fused.named_parameters(), explicit.parameters()):
+        assert torch.allclose(p_f.grad, p_e.grad, atol=1e-5), name
+
+
+def test_params_keep_the_original_names_and_masks():
+    vanilla = tiny_model("vanilla").state_dict()
+    layer = ["ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "attn.mask",
+             "attn.key.weight", "attn.key.bias", "attn.query.weight", "attn.query.bias",
+             "attn.value.weight", "attn.value.bias", "attn.proj.weight", "attn.proj.bias",
+             "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    expected = {"tok_emb.weight", "pos_emb", "ln_f.weight", "ln_f.bias", "head.weight"}
+    expected |= {f"blocks.{n}.{name}" for n in range(LAYERS) for name in layer}
+    assert set(vanilla) == expected
+    assert torch.equal(vanilla["blocks.0.attn.mask"], torch.tril(torch.ones(BLOCK, BLOCK)).view(1, 1, BLOCK, BLOCK))
+    synthesizer = tiny_model("synthesizer").state_dict()
+    assert {"blocks.0.attn.w1.weight", "blocks.0.attn.w1.bias", "blocks.0.attn.w2", "blocks.0.attn.b2"} <= set(synthesizer)
+    assert synthesizer["blocks.0.attn.w2"].shape == (EMBD // HEADS, BLOCK - 1)
+    perceiver = tiny_model("perceiver").state_dict()
+    assert perceiver["down_block.C"].shape == (1, 5, EMBD)
+    assert perceiver["blocks.0.attn.mask"].shape == (1, 1, 5, 5)
+    assert {"up_block.attn.key.weight", "up_block.ln1.weight"} <= set(perceiver)
+
+
+def test_initialisation_follows_mingpt():
+    gpt = model.GPT(model.GPTConfig(256, 128, n_layer=4, n_head=8, n_embd=256, synthesizer=True))
+    assert abs(gpt.blocks[0].mlp[0].weight.std().item() - 0.02) < 1e-3
+    assert gpt.blocks[0].mlp[0].bias.abs().max() == 0
+    assert torch.equal(gpt.ln_f.weight, torch.ones(256))
+    assert gpt.pos_emb.abs().max() == 0
+    assert gpt.blocks[0].attn.w2.abs().max() <= 0.001
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batched_greedy_decoding_equals_sampling_one_prompt_at_a_time(variant):
+    gpt = tiny_model(variant)
+    gen = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(0, VOCAB, (int(n),), generator=gen)
+               for n in torch.randint(1, 8, (12,), generator=gen)]
+    steps = BLOCK - 7
+    one_at_a_time = [utils.sample(gpt, p[None], steps)[0, len(p):].tolist() for p in prompts]
+    # stop at a token the rows produce mid-way, so that both the stopping and the cut are tested
+    stop_id = one_at_a_time[0][steps // 2]
+    expected = [c[:c.index(stop_id) + 1] if stop_id in c else c for c in one_at_a_time]
+    assert utils.greedy_decode(gpt, prompts, steps, stop_id) == expected
+    assert any(len(c) < steps for c in expected) and any(len(c) > 1 for c in expected)
