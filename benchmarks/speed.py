@@ -49,8 +49,7 @@ def training_flops_per_step(gpt, batch_size, T):
 
 def train_throughput(gpt, batches, device, baseline, compile=False):
     config = trainer.TrainerConfig(learning_rate=6e-3, lr_decay=True, warmup_tokens=512 * 20,
-                                   final_tokens=1e9, device=device, mixed_precision=not baseline,
-                                   compile=compile)
+                                   final_tokens=1e9, device=device, compile=compile)
     t = trainer.Trainer(gpt, None, None, config)
     optimizer = t.configure_optimizer()
     gpt.train()
@@ -95,8 +94,6 @@ def main():
     argp.add_argument("--compile", action="store_true", help="torch.compile our model for training")
     args = argp.parse_args()
     device = trainer.resolve_device(args.device)
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
 
     pretrain_dataset = dataset.CharCorruptionDataset(open("wiki.txt", encoding="utf-8").read(), run.BLOCK_SIZE)
@@ -114,7 +111,8 @@ def main():
     for variant in args.variants.split(","):
         ours = build(variant, pretrain_dataset, True, device, args.bottleneck_dim)
         if args.params:
-            run.load_params(ours, os.path.join(args.params, f"{variant}.finetune.params"), variant)
+            args.variant = variant
+            run.load_params(ours, os.path.join(args.params, f"{variant}.finetune.params"), args)
             ours.to(device)
         base = build(variant, pretrain_dataset, False, device, args.bottleneck_dim)
         base.load_state_dict(ours.state_dict())

@@ -52,8 +52,6 @@ def attend(q, k, v, mask, dropout, fused, scale=None, bias=None):
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
                                                   scale=scale)
         if bias is not None:
-            # an additive float mask must have the query's dtype (bfloat16 under autocast)
-            bias = bias.to(q.dtype)
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                               scale=scale)

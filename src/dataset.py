@@ -39,7 +39,7 @@ class CharCorruptionDataset(Dataset):
         for special in (PAD_CHAR, MASK_CHAR):
             if special in chars:
                 lineno = data[:data.index(special)].count("\n") + 1
-                raise DataError(f"{name} line {lineno}: contains the reserved character "
+                raise DataError(f"{name}: line {lineno}: contains the reserved character "
                                 f"{special!r} (U+{ord(special):04X})")
         # ids 0 and 1 are PAD and MASK; the corpus characters follow in sorted order
         chars = [PAD_CHAR, MASK_CHAR] + chars
@@ -52,7 +52,7 @@ class CharCorruptionDataset(Dataset):
             raise DataError(f"{name}: is empty")
         for lineno, document in enumerate(self.data, start=1):
             if len(document) < 4:
-                raise DataError(f"{name} line {lineno}: a document needs at least 4 characters, "
+                raise DataError(f"{name}: line {lineno}: a document needs at least 4 characters, "
                                 f"this one has {len(document)}")
         print(f"data has {len(data)} characters, {self.vocab_size} unique.")
 
@@ -99,17 +99,17 @@ class NameDataset(Dataset):
         self.data = []
         for lineno, line in enumerate(lines, start=1):
             if line.count("\t") != 1:
-                raise DataError(f"{name} line {lineno}: expected 'question<TAB>place', "
+                raise DataError(f"{name}: line {lineno}: expected 'question<TAB>place', "
                                 f"found {line.count(chr(9))} tabs")
             question, place = line.split("\t")
             if not place.strip():
-                raise DataError(f"{name} line {lineno}: the place is empty")
+                raise DataError(f"{name}: line {lineno}: the place is empty")
             unknown = sorted(set(line.replace("\t", "")) - self.stoi.keys())
             if unknown:
-                raise DataError(f"{name} line {lineno}: characters not in the pretraining "
+                raise DataError(f"{name}: line {lineno}: characters not in the pretraining "
                                 f"vocabulary: {''.join(unknown)!r}")
             if len(question) + len(place) + 2 > self.block_size:
-                raise DataError(f"{name} line {lineno}: question and place exceed "
+                raise DataError(f"{name}: line {lineno}: question and place exceed "
                                 f"block_size={self.block_size} characters")
             self.data.append((question, place))
 

@@ -6,6 +6,7 @@ Pretrain, finetune and evaluate the birth-place model:
 Every function takes the pretraining corpus, because the vocabulary is built from it.
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -48,12 +49,46 @@ def parse_args(argv=None):
     argp.add_argument("--seed", type=int, default=0, help="seed for every random number generator")
     argp.add_argument("--num_workers", type=int,
                       help="data-loading processes (default: 4 on CUDA, as the original; 0 on CPU)")
+    argp.add_argument("--checkpoint_every", type=int, default=10,
+                      help="epochs between resumable checkpoints, <writing_params_path>.ckpt (0: none)")
+    argp.add_argument("--resume", action="store_true",
+                      help="go on from <writing_params_path>.ckpt, left by an interrupted run")
+    argp.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     return argp.parse_args(argv)
 
 
+# the path options each function requires; finetune also reads --reading_params_path if given
+REQUIRED_PATHS = {
+    "pretrain": ["writing_params_path"],
+    "finetune": ["writing_params_path", "finetune_corpus_path"],
+    "evaluate": ["reading_params_path", "eval_corpus_path", "outputs_path"],
+}
+PATH_OPTIONS = ["reading_params_path", "writing_params_path", "finetune_corpus_path", "eval_corpus_path",
+                "outputs_path"]
+
+
+def check_args(args):
+    """Refuse what cannot work before any time is spent; warn about what will be ignored."""
+    for option in REQUIRED_PATHS[args.function]:
+        if getattr(args, option) is None:
+            raise dataset.DataError(f"{args.function} needs --{option}")
+    used = REQUIRED_PATHS[args.function] + (["reading_params_path"] if args.function == "finetune" else [])
+    for option in ("writing_params_path", "outputs_path"):
+        path = getattr(args, option)
+        if option in used and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise dataset.DataError(f"--{option} {path}: the directory {os.path.dirname(path)} does not exist")
+    if args.variant == "perceiver" and not 1 <= args.bottleneck_dim < BLOCK_SIZE:
+        raise dataset.DataError(f"--bottleneck_dim {args.bottleneck_dim}: must be between 1 and {BLOCK_SIZE - 1}")
+    ignored = [f"--{o}" for o in PATH_OPTIONS if o not in used and getattr(args, o) is not None]
+    if args.variant != "perceiver" and args.bottleneck_dim != 32:
+        ignored.append("--bottleneck_dim")
+    if args.resume and args.function == "evaluate":
+        ignored.append("--resume")
+    if ignored:
+        print(f"warning: {args.function} {args.variant} ignores {', '.join(ignored)}", file=sys.stderr)
+
+
 def read_text(path, what):
-    if path is None:
-        raise dataset.DataError(f"{what} is required for this function")
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -63,29 +98,29 @@ def read_text(path, what):
         raise dataset.DataError(f"{path}: the {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def describe_params(state):
-    """Which variant wrote a state_dict, from the parameters only it has."""
-    if "down_block.C" in state:
-        return f"perceiver with --bottleneck_dim {state['down_block.C'].size(1)}"
-    if "blocks.0.attn.w1.weight" in state:
-        return "synthesizer"
-    return "vanilla"
+def describe_variant(variant, bottleneck_dim):
+    return f"perceiver with --bottleneck_dim {bottleneck_dim}" if variant == "perceiver" else variant
 
 
-def load_params(gpt, path, variant_name):
+def load_params(gpt, path, args):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise dataset.DataError(f"{path}: no such params file") from None
-    except Exception as e:
-        raise dataset.DataError(f"{path}: not a params file ({type(e).__name__})") from None
+    except Exception:  # whatever torch.load raises on a file that is not a saved state_dict
+        raise dataset.DataError(f"{path}: not a params file") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise dataset.DataError(f"{path}: not a params file (no state_dict in it)")
     try:
         gpt.load_state_dict(state)
     except RuntimeError:
-        raise dataset.DataError(f"{path}: these params are for the {describe_params(state)} model, "
-                                f"not for {variant_name}") from None
+        # name the variant that wrote the file, from the parameters only it has
+        if "down_block.C" in state:
+            written_by = describe_variant("perceiver", state["down_block.C"].size(1))
+        else:
+            written_by = "synthesizer" if "blocks.0.attn.w1.weight" in state else "vanilla"
+        raise dataset.DataError(f"{path}: these params are for the {written_by} model, not for "
+                                f"{describe_variant(args.variant, args.bottleneck_dim)}") from None
 
 
 def save_params(gpt, path):
@@ -99,13 +134,25 @@ def tensorboard_writer(args):
 
 
 def train(args, gpt, train_dataset, pretrain_dataset, max_epochs, batch_size, learning_rate):
+    max_epochs = args.max_epochs or max_epochs
+    checkpoint_path = args.writing_params_path + ".ckpt"
+    if args.resume and not os.path.exists(checkpoint_path):
+        raise dataset.DataError(f"{checkpoint_path}: no checkpoint to resume from")
     config = trainer.TrainerConfig(
-        max_epochs=args.max_epochs or max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+        max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
         lr_decay=True, warmup_tokens=512 * 20, final_tokens=200 * len(pretrain_dataset) * BLOCK_SIZE,
-        num_workers=args.num_workers, writer=tensorboard_writer(args), device=args.device)
-    trainer.Trainer(gpt, train_dataset, None, config).train()
-    config.writer.close()
+        num_workers=args.num_workers, writer=tensorboard_writer(args), device=args.device,
+        compile=args.compile, checkpoint_path=checkpoint_path if args.checkpoint_every else None,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_tag=f"{args.function} {args.variant} {args.bottleneck_dim if args.variant == 'perceiver' else ''} "
+                       f"epochs={max_epochs} lr={learning_rate} from={args.reading_params_path}")
+    try:
+        trainer.Trainer(gpt, train_dataset, None, config).train(resume=args.resume)
+    finally:
+        config.writer.close()
     save_params(gpt, args.writing_params_path)
+    if os.path.exists(checkpoint_path):
+        os.remove(checkpoint_path)  # the run is complete: its params file supersedes it
 
 
 def pretrain(args, gpt, pretrain_dataset):
@@ -118,7 +165,7 @@ def finetune(args, gpt, pretrain_dataset):
         pretrain_dataset, read_text(args.finetune_corpus_path, "finetuning corpus"),
         name=args.finetune_corpus_path)
     if args.reading_params_path is not None:
-        load_params(gpt, args.reading_params_path, args.variant)
+        load_params(gpt, args.reading_params_path, args)
     # from scratch the model needs many more epochs than from pretrained params
     max_epochs = 10 if args.reading_params_path is not None else 75
     train(args, gpt, finetune_dataset, pretrain_dataset,
@@ -126,9 +173,7 @@ def finetune(args, gpt, pretrain_dataset):
 
 
 def evaluate(args, gpt, pretrain_dataset):
-    if args.reading_params_path is None:
-        raise dataset.DataError("--reading_params_path is required for evaluate")
-    load_params(gpt, args.reading_params_path, args.variant)
+    load_params(gpt, args.reading_params_path, args)
     lines = dataset.split_lines(read_text(args.eval_corpus_path, "evaluation corpus"))
     if not lines:
         raise dataset.DataError(f"{args.eval_corpus_path}: the evaluation corpus is empty")
@@ -162,6 +207,7 @@ def evaluate(args, gpt, pretrain_dataset):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_args(args)
     if args.num_workers is None:
         args.num_workers = 4 if trainer.resolve_device(args.device).startswith("cuda") else 0
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -182,3 +228,6 @@ if __name__ == "__main__":
     except dataset.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except trainer.TrainingStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,182 @@
+"""Bad input, interrupted runs and mismatched checkpoints, through the command line as a user meets them."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import utils
+from test_cli import RUN, make_workdir, run
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = make_workdir(tmp_path_factory.mktemp("robust"))
+    run(d, "finetune", "synthesizer", "wiki.txt", "--writing_params_path", "synth.params",
+        "--finetune_corpus_path", "train.tsv")
+    run(d, "finetune", "perceiver", "wiki.txt", "--bottleneck_dim", "16", "--writing_params_path", "p16.params",
+        "--finetune_corpus_path", "train.tsv")
+    return d
+
+
+def fails(workdir, *args, message, code=2, epochs="1"):
+    before = set(os.listdir(workdir))
+    result = run(workdir, *args, ok=False, epochs=epochs)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == message
+    assert "Traceback" not in result.stderr
+    assert set(os.listdir(workdir)) - before <= {"expt"}  # nothing half-written
+    return result
+
+
+def evaluate_args(params, *extra, variant="vanilla"):
+    return ("evaluate", variant, "wiki.txt", "--reading_params_path", params, "--eval_corpus_path", "dev.tsv",
+            "--outputs_path", "out.predictions", *extra)
+
+
+def test_missing_corpus(workdir):
+    fails(workdir, "pretrain", "vanilla", "nowhere.txt", "--writing_params_path", "x.params",
+          message="error: nowhere.txt: cannot read the pretraining corpus: No such file or directory")
+
+
+def test_missing_eval_corpus(workdir):
+    fails(workdir, "evaluate", "synthesizer", "wiki.txt", "--reading_params_path", "synth.params",
+          "--eval_corpus_path", "nowhere.tsv", "--outputs_path", "out.predictions",
+          message="error: nowhere.tsv: cannot read the evaluation corpus: No such file or directory")
+
+
+def test_missing_params(workdir):
+    fails(workdir, *evaluate_args("nowhere.params"), message="error: nowhere.params: no such params file")
+
+
+def test_output_directory_that_does_not_exist(workdir):
+    fails(workdir, "pretrain", "vanilla", "wiki.txt", "--writing_params_path", "no/such/dir/x.params",
+          message="error: --writing_params_path no/such/dir/x.params: the directory no/such/dir does not exist")
+
+
+def test_missing_required_option(workdir):
+    fails(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "x.params",
+          message="error: finetune needs --finetune_corpus_path")
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("notab.tsv", "Where was A born?\tRome\nWhere was B born? Paris\n",
+     "line 2: expected 'question<TAB>place', found 0 tabs"),
+    ("noplace.tsv", "Where was A born?\t\n", "line 1: the place is empty"),
+    ("empty.tsv", "", "is empty"),
+])
+def test_bad_finetuning_corpus(workdir, name, text, message):
+    (workdir / name).write_text(text, encoding="utf-8")
+    fails(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "x.params",
+          "--finetune_corpus_path", name, message=f"error: {name}: {message}")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("A first document.\nA \u2047 in the second.\n", "line 2: contains the reserved character '⁇' (U+2047)"),
+    ("A first document.\nabc\n", "line 2: a document needs at least 4 characters, this one has 3"),
+    ("", "is empty"),
+])
+def test_bad_pretraining_corpus(workdir, text, message):
+    (workdir / "bad_wiki.txt").write_text(text, encoding="utf-8")
+    fails(workdir, "pretrain", "vanilla", "bad_wiki.txt", "--writing_params_path", "x.params",
+          message=f"error: bad_wiki.txt: {message}")
+
+
+def test_params_of_another_variant(workdir):
+    fails(workdir, *evaluate_args("synth.params", variant="perceiver"),
+          message="error: synth.params: these params are for the synthesizer model, "
+                  "not for perceiver with --bottleneck_dim 32")
+
+
+def test_params_of_another_bottleneck_dim(workdir):
+    fails(workdir, *evaluate_args("p16.params", "--bottleneck_dim", "8", variant="perceiver"),
+          message="error: p16.params: these params are for the perceiver with --bottleneck_dim 16 model, "
+                  "not for perceiver with --bottleneck_dim 8")
+
+
+def test_not_a_params_file(workdir):
+    (workdir / "junk.params").write_bytes(b"this is not a checkpoint")
+    fails(workdir, *evaluate_args("junk.params"), message="error: junk.params: not a params file")
+
+
+@pytest.mark.parametrize("m", ["0", "128"])
+def test_bottleneck_dim_out_of_range(workdir, m):
+    fails(workdir, "pretrain", "perceiver", "wiki.txt", "--bottleneck_dim", m, "--writing_params_path", "x.params",
+          message=f"error: --bottleneck_dim {m}: must be between 1 and 127")
+
+
+def test_unused_flags_are_warned_about(workdir):
+    result = run(workdir, *evaluate_args("synth.params", "--finetune_corpus_path", "train.tsv", "--bottleneck_dim", "8",
+                                         variant="synthesizer"))
+    assert "warning: evaluate synthesizer ignores --finetune_corpus_path, --bottleneck_dim" in result.stderr
+
+
+def test_questions_with_unknown_characters_still_get_one_prediction_each(workdir):
+    (workdir / "odd.tsv").write_text("Where was \u4e2d\u6587 born?\tBeijing\nWhere was Ann born?\tParis\n"
+                                     "\u00e6\u00f8\u00e5\u4e2d\tOslo\n", encoding="utf-8")
+    result = run(workdir, "evaluate", "synthesizer", "wiki.txt", "--reading_params_path", "synth.params",
+                 "--eval_corpus_path", "odd.tsv", "--outputs_path", "odd.predictions")
+    assert "warning: 2 questions had characters outside the vocabulary, left out" in result.stderr
+    assert (workdir / "odd.predictions").read_text(encoding="utf-8").count("\n") == 3
+
+
+def test_a_diverging_loss_stops_the_run_without_writing_params(workdir):
+    fails(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "nan.params",
+          "--finetune_corpus_path", "train.tsv", "--finetune_lr", "1e30", "--checkpoint_every", "0",
+          code=1, epochs="3",
+          message="stopped: the loss became nan at step 1 (epoch 2); nothing was saved; a lower learning rate may help")
+
+
+def finetune_args(params):
+    return ["finetune", "vanilla", "wiki.txt", "--writing_params_path", params, "--finetune_corpus_path", "train.tsv",
+            "--checkpoint_every", "1", "--seed", "3"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
+def test_a_run_killed_midway_resumes_to_the_same_params(workdir, stop):
+    epochs = "8"  # 24 questions at batch 256: one step per epoch
+    run(workdir, *finetune_args("whole.params"), epochs=epochs)
+    name = f"resumed_{stop.name}.params"
+    process = subprocess.Popen([sys.executable, RUN, *finetune_args(name), "--max_epochs", epochs], cwd=workdir,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = workdir / f"{name}.ckpt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # let it run on into a later step
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=300)
+    assert not (workdir / name).exists() and checkpoint.exists()
+    if stop == signal.SIGINT:
+        assert process.returncode == 1
+        assert "stopped: interrupted after step" in stderr and "go on with --resume" in stderr
+    run(workdir, *finetune_args(name), "--resume", epochs=epochs)
+    whole = torch.load(workdir / "whole.params", weights_only=True)
+    resumed = torch.load(workdir / name, weights_only=True)
+    # equal but for the last bits that a busy machine's threads can round differently (seen once
+    # in many runs); another seed moves every parameter by far more than this
+    assert all(torch.allclose(whole[k], resumed[k], rtol=1e-6, atol=1e-7) for k in whole)
+    assert not checkpoint.exists()  # a finished run leaves its params, not its checkpoint
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(workdir):
+    run(workdir, *finetune_args("other.params"), "--max_epochs", "1", epochs="2")  # last --max_epochs wins
+    fails(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "other.params",
+          "--finetune_corpus_path", "train.tsv", "--resume",
+          message="error: other.params.ckpt: no checkpoint to resume from")
+
+
+def test_params_are_written_atomically(tmp_path):
+    path = tmp_path / "a.params"
+    path.write_bytes(b"old")
+
+    def crash(f):
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        utils.write_atomically(path, crash, mode="wb")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["a.params"]
