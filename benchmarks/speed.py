@@ -12,6 +12,7 @@ it prints figures and checks only that both decoders give the same predictions.
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -88,6 +89,7 @@ def main():
     argp.add_argument("--bottleneck_dim", type=int, default=64)
     argp.add_argument("--batch_size", type=int, default=128)
     argp.add_argument("--train_steps", type=int, default=20, help="timed steps (after 5 warm-up steps)")
+    argp.add_argument("--rounds", type=int, default=3, help="timed rounds of each; the median is shown")
     argp.add_argument("--baseline_questions", type=int, default=100,
                       help="dev questions for the slow one-at-a-time loop (ours also runs on all 500)")
     argp.add_argument("--params", help="directory with <variant>.finetune.params to evaluate")
@@ -118,8 +120,11 @@ def main():
         base.load_state_dict(ours.state_dict())
         eval_state = {k: v.clone() for k, v in ours.state_dict().items()}
 
-        base_tps = train_throughput(base, batches, device, baseline=True)
-        ours_tps = train_throughput(ours, batches, device, baseline=False, compile=args.compile)
+        # alternate the two, and take the median, so that a busy machine slows both alike
+        rounds = [(train_throughput(base, batches, device, baseline=True),
+                   train_throughput(ours, batches, device, baseline=False, compile=args.compile))
+                  for _ in range(args.rounds)]
+        base_tps, ours_tps = (statistics.median(r) for r in zip(*rounds))
         mfu = (training_flops_per_step(ours, args.batch_size, run.BLOCK_SIZE - 1) * ours_tps
                / (args.batch_size * (run.BLOCK_SIZE - 1)) / peak) if peak else None
 
