@@ -6,6 +6,7 @@ Pretrain, finetune and evaluate the birth-place model:
 Every function takes the pretraining corpus, because the vocabulary is built from it.
 """
 import argparse
+import csv
 import os
 import sys
 
@@ -38,6 +39,7 @@ def parse_args(argv=None):
     argp.add_argument("--finetune_corpus_path", help="question<TAB>place lines to finetune on")
     argp.add_argument("--eval_corpus_path", help="questions (with or without places) to evaluate on")
     argp.add_argument("--outputs_path", help="where evaluate writes one prediction per line")
+    argp.add_argument("--predictions_csv", help="evaluate also writes question,gold,prediction,correct rows here")
     argp.add_argument("--pretrain_lr", default=6e-3, type=float)
     argp.add_argument("--finetune_lr", default=6e-4, type=float)
     argp.add_argument("--bottleneck_dim", type=int, default=32, help="perceiver basis length m")
@@ -50,21 +52,22 @@ def parse_args(argv=None):
     argp.add_argument("--num_workers", type=int,
                       help="data-loading processes (default: 4 on CUDA, as the original; 0 on CPU)")
     argp.add_argument("--checkpoint_every", type=int, default=10,
-                      help="epochs between resumable checkpoints, <writing_params_path>.ckpt (0: none)")
+                      help="epochs between resumable checkpoints, <writing_params_path>.ckpt (0: only on Ctrl-C)")
     argp.add_argument("--resume", action="store_true",
                       help="go on from <writing_params_path>.ckpt, left by an interrupted run")
     argp.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     return argp.parse_args(argv)
 
 
-# the path options each function requires; finetune also reads --reading_params_path if given
+# the path options each function requires, and those it reads when they are given
 REQUIRED_PATHS = {
     "pretrain": ["writing_params_path"],
     "finetune": ["writing_params_path", "finetune_corpus_path"],
     "evaluate": ["reading_params_path", "eval_corpus_path", "outputs_path"],
 }
+OPTIONAL_PATHS = {"pretrain": [], "finetune": ["reading_params_path"], "evaluate": ["predictions_csv"]}
 PATH_OPTIONS = ["reading_params_path", "writing_params_path", "finetune_corpus_path", "eval_corpus_path",
-                "outputs_path"]
+                "outputs_path", "predictions_csv"]
 
 
 def check_args(args):
@@ -72,10 +75,10 @@ def check_args(args):
     for option in REQUIRED_PATHS[args.function]:
         if getattr(args, option) is None:
             raise dataset.DataError(f"{args.function} needs --{option}")
-    used = REQUIRED_PATHS[args.function] + (["reading_params_path"] if args.function == "finetune" else [])
-    for option in ("writing_params_path", "outputs_path"):
+    used = REQUIRED_PATHS[args.function] + OPTIONAL_PATHS[args.function]
+    for option in ("writing_params_path", "outputs_path", "predictions_csv"):
         path = getattr(args, option)
-        if option in used and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        if option in used and path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise dataset.DataError(f"--{option} {path}: the directory {os.path.dirname(path)} does not exist")
     if args.variant == "perceiver" and not 1 <= args.bottleneck_dim < BLOCK_SIZE:
         raise dataset.DataError(f"--bottleneck_dim {args.bottleneck_dim}: must be between 1 and {BLOCK_SIZE - 1}")
@@ -142,9 +145,8 @@ def train(args, gpt, train_dataset, pretrain_dataset, max_epochs, batch_size, le
         max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
         lr_decay=True, warmup_tokens=512 * 20, final_tokens=200 * len(pretrain_dataset) * BLOCK_SIZE,
         num_workers=args.num_workers, writer=tensorboard_writer(args), device=args.device,
-        compile=args.compile, checkpoint_path=checkpoint_path if args.checkpoint_every else None,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_tag=f"{args.function} {args.variant} {args.bottleneck_dim if args.variant == 'perceiver' else ''} "
+        compile=args.compile, checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every,
+        checkpoint_tag=f"{args.function} {describe_variant(args.variant, args.bottleneck_dim)}, "
                        f"epochs={max_epochs} lr={learning_rate} from={args.reading_params_path}")
     try:
         trainer.Trainer(gpt, train_dataset, None, config).train(resume=args.resume)
@@ -176,7 +178,7 @@ def evaluate(args, gpt, pretrain_dataset):
     load_params(gpt, args.reading_params_path, args)
     lines = dataset.split_lines(read_text(args.eval_corpus_path, "evaluation corpus"))
     if not lines:
-        raise dataset.DataError(f"{args.eval_corpus_path}: the evaluation corpus is empty")
+        raise dataset.DataError(f"{args.eval_corpus_path}: is empty")
     gpt.to(trainer.resolve_device(args.device))
     prompts, unknown_lines = [], 0
     for line in lines:
@@ -198,11 +200,22 @@ def evaluate(args, gpt, pretrain_dataset):
     predictions = ["".join(pretrain_dataset.itos[i] for i in c).split(dataset.MASK_CHAR)[0]
                    for c in completions]
     utils.write_atomically(args.outputs_path, lambda f: f.writelines(p + "\n" for p in predictions))
+    if args.predictions_csv:
+        utils.write_atomically(args.predictions_csv, lambda f: write_predictions_csv(f, lines, predictions))
     total, correct = utils.evaluate_places(args.eval_corpus_path, predictions)
     if total > 0:
         print(f"Correct: {correct} out of {total}: {correct / total * 100}%")
     else:
         print(f"Predictions written to {args.outputs_path}; no targets provided")
+
+
+def write_predictions_csv(f, lines, predictions):
+    """One row per question for error analysis; gold and correct stay empty without gold places."""
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(["question", "gold", "prediction", "correct"])
+    for line, prediction in zip(lines, predictions):
+        question, _, gold = line.strip().partition("\t")  # as evaluate_places reads the gold place
+        writer.writerow([question, gold, prediction, int(gold == prediction) if gold else ""])
 
 
 def main(argv=None):
@@ -225,7 +238,7 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except dataset.DataError as e:
+    except (dataset.DataError, trainer.CheckpointMismatch) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except trainer.TrainingStopped as e:

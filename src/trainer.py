@@ -10,6 +10,7 @@ learning rate of 6e-3, bfloat16 autocast made the vanilla loss climb back after 
 perceiver's turn NaN (measured on an H100), and it was no faster at this model size.
 """
 import math
+import os
 import random
 import signal
 import threading
@@ -41,8 +42,8 @@ class TrainerConfig:
     log_every = 10           # steps between loss read-backs (progress bar and TensorBoard)
     device = "auto"          # "auto" picks CUDA when there is one
     compile = False          # torch.compile the model
-    # resumable checkpoints: written every checkpoint_every epochs and on Ctrl-C
-    checkpoint_path = None
+    # resumable checkpoints: written every checkpoint_every epochs (0: never) and on Ctrl-C
+    checkpoint_path = None   # None: no checkpoints at all
     checkpoint_every = 10
     checkpoint_tag = None    # names the run; a checkpoint resumes only the run it names
 
@@ -59,6 +60,10 @@ def resolve_device(name):
 
 class TrainingStopped(Exception):
     """Training ended early (interrupted, or the loss diverged); the message says what was kept."""
+
+
+class CheckpointMismatch(Exception):
+    """A checkpoint to resume from was written by another run."""
 
 
 class EpochBatches:
@@ -166,7 +171,7 @@ class Trainer:
         """Restore a checkpoint's model and optimizer; returns it for the caller to finish."""
         state = torch.load(self.config.checkpoint_path, map_location=self.device, weights_only=False)
         if state["run"] != self.config.checkpoint_tag:
-            raise TrainingStopped(f"{self.config.checkpoint_path}: this checkpoint is of another run "
+            raise CheckpointMismatch(f"{self.config.checkpoint_path}: this checkpoint is of another run "
                                   f"({state['run']}), not of {self.config.checkpoint_tag}")
         self.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -213,7 +218,8 @@ class Trainer:
                 if end_of_epoch and self.test_dataset is not None:
                     self.log_test_loss(pbar, step, epoch)
                 last = done == batches.total_steps
-                if config.checkpoint_path and not last and (interrupted or (end_of_epoch and epoch % config.checkpoint_every == 0)):
+                periodic = config.checkpoint_every and end_of_epoch and epoch % config.checkpoint_every == 0
+                if config.checkpoint_path and not last and (interrupted or periodic):
                     self.save_checkpoint(optimizer, done)
                 if interrupted and not last:
                     raise TrainingStopped(f"interrupted after step {done} of {batches.total_steps}; "
@@ -229,8 +235,9 @@ class Trainer:
 
     def log(self, pbar, step, epoch, loss_value):
         if not math.isfinite(loss_value):
-            kept = (f"the last checkpoint, {self.config.checkpoint_path}, is from before it"
-                    if self.config.checkpoint_path else "nothing was saved")
+            path = self.config.checkpoint_path
+            kept = (f"the last checkpoint, {path}, is from before it"
+                    if path and os.path.exists(path) else "nothing was saved")
             raise TrainingStopped(f"the loss became {loss_value} at step {step} (epoch {epoch}); {kept}; "
                                   f"a lower learning rate may help")
         lr = self.learning_rate()

@@ -1,4 +1,5 @@
 """The commands of SPEC.md section 9, end to end on a small corpus, for every variant."""
+import csv
 import os
 import subprocess
 import sys
@@ -55,8 +56,16 @@ def test_pretrain_finetune_evaluate(workdir, variant):
         assert "tok_emb.weight" in state and "blocks.0.attn.mask" in state
 
     dev = run(workdir, "evaluate", variant, "wiki.txt", *flags, "--reading_params_path", f"{variant}.finetune.params",
-              "--eval_corpus_path", "dev.tsv", "--outputs_path", f"{variant}.pretrain.dev.predictions")
+              "--eval_corpus_path", "dev.tsv", "--outputs_path", f"{variant}.pretrain.dev.predictions",
+              "--predictions_csv", "dev.csv")
     assert "Correct: " in dev.stdout and " out of 6.0: " in dev.stdout
+    with open(workdir / "dev.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    questions = [line.split("\t") for line in (workdir / "dev.tsv").read_text(encoding="utf-8").splitlines()]
+    assert rows[0] == ["question", "gold", "prediction", "correct"]
+    assert [r[:2] for r in rows[1:]] == questions
+    correct = sum(int(r[3]) for r in rows[1:])
+    assert f"Correct: {float(correct)} out of 6.0" in dev.stdout
     predictions = (workdir / f"{variant}.pretrain.dev.predictions").read_text(encoding="utf-8")
     assert len(predictions.split("\n")) == 6 + 1 and predictions.endswith("\n")
 

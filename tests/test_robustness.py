@@ -156,17 +156,35 @@ def test_a_run_killed_midway_resumes_to_the_same_params(workdir, stop):
     run(workdir, *finetune_args(name), "--resume", epochs=epochs)
     whole = torch.load(workdir / "whole.params", weights_only=True)
     resumed = torch.load(workdir / name, weights_only=True)
-    # equal but for the last bits that a busy machine's threads can round differently (seen once
-    # in many runs); another seed moves every parameter by far more than this
-    assert all(torch.allclose(whole[k], resumed[k], rtol=1e-6, atol=1e-7) for k in whole)
+    # bit for bit equal in 16 of 16 trials on an idle machine; under load MKL's matrix products
+    # can round a few last bits differently, which eight Adam steps carry to about 1e-7
+    differences = {k: (whole[k] - resumed[k]).abs().max().item() for k in whole}
+    assert all(torch.allclose(whole[k], resumed[k], rtol=1e-5, atol=1e-6) for k in whole), differences
     assert not checkpoint.exists()  # a finished run leaves its params, not its checkpoint
 
 
-def test_resume_refuses_a_checkpoint_of_another_run(workdir):
-    run(workdir, *finetune_args("other.params"), "--max_epochs", "1", epochs="2")  # last --max_epochs wins
-    fails(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "other.params",
+def test_a_diverging_loss_keeps_the_last_good_checkpoint_and_resume_checks_the_run(workdir):
+    args = ["finetune", "vanilla", "wiki.txt", "--writing_params_path", "other.params",
+            "--finetune_corpus_path", "train.tsv", "--checkpoint_every", "1"]
+    result = run(workdir, *args, "--finetune_lr", "1e30", ok=False, epochs="3")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "stopped: the loss became nan at step 1 (epoch 2); the last checkpoint, other.params.ckpt, "
+        "is from before it; a lower learning rate may help")
+    state = torch.load(workdir / "other.params.ckpt", weights_only=False)
+    assert state["step"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+    # resuming it with another learning rate would be another run
+    result = run(workdir, *args, "--resume", ok=False, epochs="3")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: other.params.ckpt: this checkpoint is of another run (finetune vanilla, epochs=3 lr=1e+30")
+    assert not (workdir / "other.params").exists()
+
+
+def test_resume_without_a_checkpoint(workdir):
+    fails(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "none.params",
           "--finetune_corpus_path", "train.tsv", "--resume",
-          message="error: other.params.ckpt: no checkpoint to resume from")
+          message="error: none.params.ckpt: no checkpoint to resume from")
 
 
 def test_params_are_written_atomically(tmp_path):
