@@ -13,9 +13,9 @@ RUN = os.path.join(ROOT, "src", "run.py")
 VARIANT_FLAGS = {"vanilla": [], "synthesizer": [], "perceiver": ["--bottleneck_dim", "16"]}
 
 
-def run(cwd, *args, ok=True, epochs="1"):
+def run(cwd, *args, ok=True, epochs="1", env=None):
     result = subprocess.run([sys.executable, RUN, *args, "--max_epochs", epochs], cwd=cwd,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env=env)
     if ok:
         assert result.returncode == 0, result.stderr
     return result
