@@ -7,7 +7,7 @@ steps, so the host never waits for the device in between; AdamW runs as one fuse
 and the data loader's workers serve all epochs as one stream, so they never stop and restart at
 an epoch boundary. Everything is computed in float32, as in the original: at the pretraining
 learning rate of 6e-3, bfloat16 autocast made the vanilla loss climb back after 500 steps and the
-perceiver's turn NaN (measured on an H100), and it was no faster at this model size.
+perceiver's loss turn NaN (measured on an H100), and it was no faster at this model size.
 """
 import math
 import os
@@ -74,7 +74,7 @@ class EpochBatches:
     """
 
     def __init__(self, dataset_size, batch_size, epochs, seed, start_step=0):
-        self.dataset_size, self.batch_size, self.epochs = dataset_size, batch_size, epochs
+        self.dataset_size, self.batch_size = dataset_size, batch_size
         self.seed, self.start_step = seed, start_step
         self.per_epoch = math.ceil(dataset_size / batch_size)
         self.total_steps = epochs * self.per_epoch

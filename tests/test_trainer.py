@@ -50,3 +50,12 @@ def test_training_lowers_the_loss_and_counts_every_target_position():
     after = t.model.eval()(x, torch.stack([y for _, y in data]))[1].item()
     assert after < before / 2
     assert t.tokens == 20 * 32 * 7
+
+
+def test_epoch_batches_are_permutations_and_resume_where_they_stopped():
+    batches = list(trainer.EpochBatches(10, 4, 3, seed=5))
+    assert [len(b) for b in batches] == [4, 4, 2] * 3
+    epochs = [sum(batches[i:i + 3], []) for i in (0, 3, 6)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)
+    assert epochs[0] != epochs[1]
+    assert list(trainer.EpochBatches(10, 4, 3, seed=5, start_step=4)) == batches[4:]
