@@ -20,6 +20,7 @@ import trainer
 import utils
 
 BLOCK_SIZE = 128
+ANSWER_STEPS = 32  # characters decoded after each question
 
 # what each variant changes in the model's configuration
 VARIANTS = {
@@ -181,8 +182,11 @@ def evaluate(args, gpt, pretrain_dataset):
         raise dataset.DataError(f"{args.eval_corpus_path}: is empty")
     gpt.to(trainer.resolve_device(args.device))
     prompts, unknown_lines = [], 0
-    for line in lines:
+    for lineno, line in enumerate(lines, start=1):
         question = line.split("\t")[0]
+        if len(question) + ANSWER_STEPS > BLOCK_SIZE:
+            raise dataset.DataError(f"{args.eval_corpus_path}: line {lineno}: the question has {len(question)} "
+                                    f"characters; at most {BLOCK_SIZE - ANSWER_STEPS} leave room for the answer")
         # characters the vocabulary lacks are left out of the question, as NameDataset leaves
         # out non-ASCII ones
         known = [c for c in question if c in pretrain_dataset.stoi]
@@ -195,7 +199,7 @@ def evaluate(args, gpt, pretrain_dataset):
     completions = []
     batch = 512
     for start in tqdm(range(0, len(prompts), batch), desc="evaluate", unit="batch"):
-        completions += utils.greedy_decode(gpt, prompts[start:start + batch], 32, stop_id=mask_id)
+        completions += utils.greedy_decode(gpt, prompts[start:start + batch], ANSWER_STEPS, stop_id=mask_id)
     # the prediction is what the model wrote between the question's MASK and its own
     predictions = ["".join(pretrain_dataset.itos[i] for i in c).split(dataset.MASK_CHAR)[0]
                    for c in completions]

@@ -123,6 +123,13 @@ def test_questions_with_unknown_characters_still_get_one_prediction_each(workdir
     assert (workdir / "odd.predictions").read_text(encoding="utf-8").count("\n") == 3
 
 
+def test_a_question_too_long_for_the_context(workdir):
+    (workdir / "long.tsv").write_text("Where was A born?\tRome\n" + "x" * 97 + "\tRome\n", encoding="utf-8")
+    fails(workdir, "evaluate", "synthesizer", "wiki.txt", "--reading_params_path", "synth.params",
+          "--eval_corpus_path", "long.tsv", "--outputs_path", "out.predictions",
+          message="error: long.tsv: line 2: the question has 97 characters; at most 96 leave room for the answer")
+
+
 def test_a_diverging_loss_stops_the_run_without_writing_params(workdir):
     fails(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "nan.params",
           "--finetune_corpus_path", "train.tsv", "--finetune_lr", "1e30", "--checkpoint_every", "0",
