@@ -162,6 +162,8 @@ class Trainer:
 
     def save_checkpoint(self, optimizer, step):
         """Everything needed to go on after `step` steps exactly as if never stopped."""
+        if not all(p.isfinite().all() for p in self.model.parameters()):
+            raise self.diverged(f"the weights became NaN or infinite by step {step}")
         state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                  "tokens": self.tokens, "shuffle_seed": self.shuffle_seed, "rng": rng_state(),
                  "run": self.config.checkpoint_tag}
@@ -172,7 +174,7 @@ class Trainer:
         state = torch.load(self.config.checkpoint_path, map_location=self.device, weights_only=False)
         if state["run"] != self.config.checkpoint_tag:
             raise CheckpointMismatch(f"{self.config.checkpoint_path}: this checkpoint is of another run "
-                                  f"({state['run']}), not of {self.config.checkpoint_tag}")
+                                     f"({state['run']}), not of {self.config.checkpoint_tag}")
         self.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         self.tokens, self.shuffle_seed = state["tokens"], state["shuffle_seed"]
@@ -233,13 +235,14 @@ class Trainer:
         print(f"trained {len(batches)} steps in {elapsed:.1f} s "
               f"({self.data_wait / max(elapsed, 1e-9):.1%} of it waiting for data)")
 
+    def diverged(self, what):
+        path = self.config.checkpoint_path
+        kept = f"the last checkpoint, {path}, is from before it" if path and os.path.exists(path) else "nothing was saved"
+        return TrainingStopped(f"{what}; {kept}; a lower learning rate may help")
+
     def log(self, pbar, step, epoch, loss_value):
         if not math.isfinite(loss_value):
-            path = self.config.checkpoint_path
-            kept = (f"the last checkpoint, {path}, is from before it"
-                    if path and os.path.exists(path) else "nothing was saved")
-            raise TrainingStopped(f"the loss became {loss_value} at step {step} (epoch {epoch}); {kept}; "
-                                  f"a lower learning rate may help")
+            raise self.diverged(f"the loss became {loss_value} at step {step} (epoch {epoch})")
         lr = self.learning_rate()
         pbar.set_description(f"epoch {epoch} iter {step}: train loss {loss_value:.5f}. lr {lr:e}")
         if self.config.writer is not None:

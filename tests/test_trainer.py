@@ -49,6 +49,8 @@ def test_training_lowers_the_loss_and_counts_every_target_position():
     t.train()
     after = t.model.eval()(x, torch.stack([y for _, y in data]))[1].item()
     assert after < before / 2
+    t.test_dataset = data  # the test loss is the mean over equal batches: the loss on all of them
+    assert t.test_loss() == pytest.approx(after, rel=1e-5)
     assert t.tokens == 20 * 32 * 7
 
 
