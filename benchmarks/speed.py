@@ -34,10 +34,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def build(variant, pretrain_dataset, fused, device, bottleneck_dim):
+def build(variant, pretrain_dataset, fast, device, bottleneck_dim):
     args = argparse.Namespace(bottleneck_dim=bottleneck_dim)
     config = model.GPTConfig(pretrain_dataset.vocab_size, run.BLOCK_SIZE, n_layer=4, n_head=8, n_embd=256,
-                             fused_attention=fused, **run.VARIANTS[variant](args))
+                             fast=fast, **run.VARIANTS[variant](args))
     return model.GPT(config).to(device)
 
 

@@ -39,30 +39,59 @@ class KVCache:
         return self.k, self.v
 
 
-def attend(q, k, v, mask, dropout, fused, scale=None, bias=None):
+class Dropout(nn.Dropout):
+    """
+    nn.Dropout, except when `fast` and training on the CPU: there the keep-mask is drawn as 31-bit
+    random integers, which takes half the time of torch's bernoulli_ and drops with the same
+    probability (to within 2^-31). On a GPU, and under torch.compile, torch's fused kernels win.
+    """
+
+    def __init__(self, p, fast=True):
+        super().__init__(p)
+        self.fast = fast
+
+    def forward(self, x):
+        if (self.fast and self.training and 0 < self.p < 1 and x.device.type == "cpu"
+                and not torch.compiler.is_compiling()):
+            keep = torch.empty_like(x, dtype=torch.int32).random_() >= round(self.p * 2**31)
+            return x * torch.where(keep, 1 / (1 - self.p), 0.0)
+        return super().forward(x)
+
+
+def additive_mask(mask, bias):
+    """What the scores add: the bias (or 0) where `mask` allows a key, -inf where it forbids."""
+    bias = 0.0 if bias is None else bias
+    return bias if mask is None else torch.where(mask, bias, float("-inf"))
+
+
+def attend(q, k, v, mask, dropout, fast, scale=None, bias=None):
     """
     softmax(q k^T * scale + bias, masked) v over (B, nh, T, hs) tensors. `mask` is a bool
-    (Tq, Tk) matrix of allowed positions, or None when every key is visible. The fused path and
-    the explicit one compute the same function.
+    (Tq, Tk) matrix of allowed positions, or None when every key is visible; `dropout` drops
+    attention weights in training. fast=False computes it step by step as the original code did;
+    fast=True computes the same function faster.
     """
     dropout_p = dropout.p if dropout.training else 0.0
-    if fused:
-        if mask is not None and bias is None and mask.size(0) == mask.size(1):
+    if fast and (dropout_p == 0 or q.device.type != "cpu"):  # torch's fused kernels
+        if bias is None and (mask is None or mask.size(0) == mask.size(1)):
             # a square slice of tril is the plain causal mask, which has the fastest kernels
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True,
-                                                  scale=scale)
-        if bias is not None:
-            mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                              scale=scale)
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p,
+                                                  is_causal=mask is not None, scale=scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(mask, bias),
+                                              dropout_p=dropout_p, scale=scale)
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
-    att = (q @ k.transpose(-2, -1)) * scale  # (B, nh, Tq, Tk)
-    if bias is not None:
-        att = att + bias
-    if mask is not None:
-        att = att.masked_fill(~mask, float("-inf"))
-    att = dropout(F.softmax(att, dim=-1))
-    return att @ v
+    if fast:
+        # Training on the CPU, where torch's fused kernels cannot drop out and their fallback is
+        # slower than this: scale q, which is smaller than the scores, and mask in place.
+        att = (q * scale) @ k.transpose(-2, -1)  # (B, nh, Tq, Tk)
+        att += additive_mask(mask, bias)
+    else:
+        att = (q @ k.transpose(-2, -1)) * scale
+        if bias is not None:
+            att = att + bias
+        if mask is not None:
+            att = att.masked_fill(~mask, float("-inf"))
+    return dropout(F.softmax(att, dim=-1)) @ v
 
 
 class _HeadsAttention(nn.Module):
@@ -72,14 +101,14 @@ class _HeadsAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         self.value = nn.Linear(config.n_embd, config.n_embd)
-        self.attn_drop = nn.Dropout(config.attn_pdrop)
-        self.resid_drop = nn.Dropout(config.resid_pdrop)
+        self.attn_drop = Dropout(config.attn_pdrop, config.fast)
+        self.resid_drop = Dropout(config.resid_pdrop, config.fast)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         # kept as a saved buffer, as in the original code, so that params files load both ways
         self.register_buffer("mask", torch.tril(torch.ones(config.block_size, config.block_size))
                              .view(1, 1, config.block_size, config.block_size))
         self.n_head = config.n_head
-        self.fused = config.fused_attention
+        self.fast = config.fast
 
     def split_heads(self, x):
         B, T, C = x.size()
@@ -112,7 +141,7 @@ class CausalCrossAttention(_HeadsAttention):
             if cache is not None:
                 k, v = cache.append(k, v)
         mask = self.causal_mask(q.size(2), k.size(2), cache)
-        return self.output(attend(q, k, v, mask, self.attn_drop, self.fused))
+        return self.output(attend(q, k, v, mask, self.attn_drop, self.fast))
 
 
 class CausalSelfAttention(CausalCrossAttention):
@@ -147,6 +176,6 @@ class SynthesizerAttention(_HeadsAttention):
         # the MLP's second layer acts like T fixed "keys", one per position, with scale 1
         positions = self.w2[:, :Tk].t().expand(B, self.n_head, Tk, C // self.n_head)
         mask = self.causal_mask(T, Tk, cache)
-        y = attend(hidden, positions, v, mask, self.attn_drop, self.fused, scale=1.0,
+        y = attend(hidden, positions, v, mask, self.attn_drop, self.fast, scale=1.0,
                    bias=self.b2[:Tk])
         return self.output(y)

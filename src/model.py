@@ -23,7 +23,7 @@ class GPTConfig:
     synthesizer = False
     perceiver = False
     bottleneck_dim = None
-    fused_attention = True  # torch's scaled_dot_product_attention; False: explicit masked softmax
+    fast = True  # False: attention and dropout computed as the original code did, for reference
 
     def __init__(self, vocab_size, block_size, **kwargs):
         self.vocab_size = vocab_size
@@ -48,7 +48,7 @@ class Block(nn.Module):
             nn.Linear(config.n_embd, 4 * config.n_embd),
             nn.GELU(),
             nn.Linear(4 * config.n_embd, config.n_embd),
-            nn.Dropout(config.resid_pdrop),
+            attention.Dropout(config.resid_pdrop, config.fast),
         )
 
     def forward(self, x, cache=None):
@@ -111,7 +111,7 @@ class GPT(nn.Module):
         super().__init__()
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, config.block_size, config.n_embd))
-        self.drop = nn.Dropout(config.embd_pdrop)
+        self.drop = attention.Dropout(config.embd_pdrop, config.fast)
         self.perceiver = config.perceiver
         if config.perceiver:
             self.down_block = DownProjectBlock(config)

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import attention
 import model
 import utils
 from reference import reference_logits
@@ -21,12 +22,14 @@ def tiny_model(variant, seed=0, **options):
     config = model.GPTConfig(VOCAB, BLOCK, n_layer=LAYERS, n_head=HEADS, n_embd=EMBD,
                              **VARIANT_OPTIONS[variant], **options)
     gpt = model.GPT(config)
-    with torch.no_grad():  # move the zero-initialised parameters off zero, so every one matters
+    with torch.no_grad():
+        # move the zero-initialised parameters off zero, so every one matters, and make the
+        # attention scores large enough that the attention weights are far from uniform
         gpt.pos_emb.normal_(0, 0.5)
         for name, p in gpt.named_parameters():
             if name.endswith("bias") or name.endswith("b2"):
                 p.normal_(0, 0.1)
-            elif name.endswith("w2"):
+            elif name.endswith(("query.weight", "key.weight", "w1.weight", "w2")):
                 p.normal_(0, 0.5)
     return gpt.eval()
 
@@ -81,17 +84,37 @@ def test_model_matches_the_equations(variant, T):
     assert torch.allclose(gpt(idx)[0], expected, atol=1e-5)
 
 
+# training (on the CPU) takes another fast path than evaluation; a dropout probability this small
+# drops nothing in either model, so both must compute the same function
+@pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_fused_attention_equals_the_explicit_masked_softmax(variant):
-    fused, explicit = tiny_model(variant), tiny_model(variant, fused_attention=False)
-    explicit.load_state_dict(fused.state_dict())
+def test_fast_attention_equals_the_original_masked_softmax(variant, training):
+    dropout = {"embd_pdrop": 1e-9, "resid_pdrop": 1e-9, "attn_pdrop": 1e-9}
+    fast, original = tiny_model(variant, **dropout), tiny_model(variant, fast=False, **dropout)
+    original.load_state_dict(fast.state_dict())
+    fast.train(training)
+    original.train(training)
     idx, targets = random_ids(4, BLOCK - 1), random_ids(4, BLOCK - 1, seed=3)
-    (logits_f, loss_f), (logits_e, loss_e) = fused(idx, targets), explicit(idx, targets)
-    assert torch.allclose(logits_f, logits_e, atol=1e-5)
+    (logits_f, loss_f), (logits_o, loss_o) = fast(idx, targets), original(idx, targets)
+    assert torch.allclose(logits_f, logits_o, atol=1e-5)
     loss_f.backward()
-    loss_e.backward()
-    for (name, p_f), p_e in zip(fused.named_parameters(), explicit.parameters()):
-        assert torch.allclose(p_f.grad, p_e.grad, atol=1e-5), name
+    loss_o.backward()
+    for (name, p_f), p_o in zip(fast.named_parameters(), original.parameters()):
+        assert torch.allclose(p_f.grad, p_o.grad, atol=1e-5), name
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_dropout_drops_a_tenth_and_scales_the_rest(fast):
+    dropout = attention.Dropout(0.1, fast)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = dropout(x)
+    kept = y != 0
+    # a million draws: the kept share is within 7 standard deviations (3e-4 each) of 0.9
+    assert abs(kept.float().mean().item() - 0.9) < 0.002
+    assert torch.allclose(y[kept], torch.tensor(1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes where kept, scaled alike
+    assert torch.equal(dropout.eval()(x), x)
 
 
 def test_params_keep_the_original_names_and_masks():
