@@ -1,7 +1,7 @@
 """
 Training throughput and dev-set evaluation time of each variant, ours against a baseline that
-works the way the original code did: attention as an explicit masked softmax, float32, the loss
-read back every step, and evaluation one question at a time with utils.sample.
+works the way the original code did: attention as an explicit masked softmax, torch's dropout,
+float32, the loss read back every step, and evaluation one question at a time with utils.sample.
 
     python benchmarks/speed.py [--device cuda] [--variants vanilla,perceiver] [--params DIR]
 

@@ -74,7 +74,7 @@ def attend(q, k, v, mask, dropout, fast, scale=None, bias=None):
     dropout_p = dropout.p if dropout.training else 0.0
     if fast and (dropout_p == 0 or q.device.type != "cpu"):  # torch's fused kernels
         if bias is None and (mask is None or mask.size(0) == mask.size(1)):
-            # a square slice of tril is the plain causal mask, which has the fastest kernels
+            # no mask, or a square slice of tril (the plain causal mask): the fastest kernels
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p,
                                                   is_causal=mask is not None, scale=scale)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(mask, bias),
