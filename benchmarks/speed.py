@@ -94,7 +94,9 @@ def main():
                       help="dev questions for the slow one-at-a-time loop (ours also runs on all 500)")
     argp.add_argument("--params", help="directory with <variant>.finetune.params to evaluate")
     argp.add_argument("--compile", action="store_true", help="torch.compile our model for training")
+    argp.add_argument("--tf32", action="store_true", help="TF32 matrix products on CUDA, for both models")
     args = argp.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     device = trainer.resolve_device(args.device)
     torch.manual_seed(0)
 
@@ -137,8 +139,8 @@ def main():
         same = sum(a == b for a, b in zip(base_answers, ours_answers))
         rows.append((variant, base_tps, ours_tps, mfu, base_s, ours_sub_s, ours_all_s, same, len(subset)))
 
-    print(f"\ntraining: batch {args.batch_size} x {run.BLOCK_SIZE - 1} tokens{', compiled' if args.compile else ''}; "
-          f"evaluation: greedy, 32 steps")
+    print(f"\ntraining: batch {args.batch_size} x {run.BLOCK_SIZE - 1} tokens"
+          f"{', compiled' if args.compile else ''}{', TF32' if args.tf32 else ''}; evaluation: greedy, 32 steps")
     print(f"{'variant':12} {'base tok/s':>11} {'ours tok/s':>11} {'ratio':>6} {'MFU':>6} | "
           f"{'base eval s':>11} {'ours eval s':>11} {'ratio':>6} {'same':>8} | {'ours, 500 q':>11}")
     for variant, base_tps, ours_tps, mfu, base_s, ours_sub_s, ours_all_s, same, n in rows:

@@ -3,8 +3,9 @@ Plot the training-loss curves that run.py logged to TensorBoard, one line per ru
 
     python scripts/plot_losses.py [EXPT_DIR] [OUT_PNG]     (defaults: expt, report/losses.png)
 
-Each run directory under EXPT_DIR/pretrain and EXPT_DIR/finetune becomes one line, labelled with
-its function and name; the learning rate is drawn below on the same steps.
+Pretraining and finetuning get a column each; each run directory under EXPT_DIR/pretrain and
+EXPT_DIR/finetune becomes one line there, labelled with its name, and the learning rate is drawn
+below on the same steps.
 """
 import glob
 import os
@@ -28,20 +29,23 @@ def scalars(run_dir, tag):
 def main():
     expt = sys.argv[1] if len(sys.argv) > 1 else "expt"
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join("report", "losses.png")
-    runs = sorted(glob.glob(os.path.join(expt, "*", "*")))
-    if not runs:
-        sys.exit(f"plot_losses.py: no runs under {expt}/")
-    fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=[3, 1])
-    for run_dir in runs:
-        label = f"{os.path.basename(os.path.dirname(run_dir))} {os.path.basename(run_dir).split('_pt_lr')[0]}"
-        steps, losses = scalars(run_dir, "train/loss")
-        loss_ax.plot(steps, losses, label=label, linewidth=0.8)
-        lr_ax.plot(*scalars(run_dir, "train/lr"), linewidth=0.8)
-    loss_ax.set_ylabel("train loss")
-    loss_ax.set_ylim(0, 6)
-    loss_ax.legend(fontsize=8)
-    lr_ax.set_ylabel("learning rate")
-    lr_ax.set_xlabel("step")
+    functions = [f for f in ("pretrain", "finetune") if glob.glob(os.path.join(expt, f, "*"))]
+    if not functions:
+        sys.exit(f"plot_losses.py: no runs under {expt}/pretrain or {expt}/finetune")
+    # one column per function: their step counts differ a hundredfold
+    fig, axes = plt.subplots(2, len(functions), figsize=(7 * len(functions), 7), squeeze=False,
+                             sharex="col", height_ratios=[3, 1])
+    for function, (loss_ax, lr_ax) in zip(functions, axes.T):
+        for run_dir in sorted(glob.glob(os.path.join(expt, function, "*"))):
+            label = os.path.basename(run_dir).split("_pt_lr")[0]
+            loss_ax.plot(*scalars(run_dir, "train/loss"), label=label, linewidth=0.8)
+            lr_ax.plot(*scalars(run_dir, "train/lr"), linewidth=0.8)
+        loss_ax.set_title(function)
+        loss_ax.set_ylabel("train loss")
+        loss_ax.set_ylim(0, 6)
+        loss_ax.legend(fontsize=8)
+        lr_ax.set_ylabel("learning rate")
+        lr_ax.set_xlabel("step")
     fig.tight_layout()
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates REPORT.md's figures in report/: the training-loss curves from the TensorBoard logs
-# that the runs wrote under expt/, and the measured complexity study (a few minutes on a CPU).
+# Regenerates REPORT.md's figures in report/: the training-loss curves from TensorBoard logs (by
+# default those of the reported runs, kept in report/runs; pass expt for your own runs) and the
+# measured complexity study (a few minutes on a CPU).
+#   bash scripts/report_figures.sh [EXPT_DIR]
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-"$PY" scripts/plot_losses.py expt report/losses.png
+"$PY" scripts/plot_losses.py "${1:-report/runs}" report/losses.png
 "$PY" scripts/complexity.py report/complexity.png

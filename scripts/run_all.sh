@@ -3,10 +3,11 @@
 # finetune without pretraining, then pretrain + finetune for vanilla, perceiver (m=64) and
 # synthesizer, each evaluated on the dev and test questions. Predictions land at the top level
 # under the assignment's names; logs/<stage>.log keeps each command's output and logs/times.txt
-# its wall time. Extra arguments go to every run.py call (e.g. --max_epochs 1 for a smoke run).
+# its wall time. Extra arguments go to every run.py call (e.g. --max_epochs 1 for a smoke run,
+# --tf32 on a GPU as for REPORT.md).
 #   SEEDS="1 2"   also pretrain and finetune vanilla with these seeds (predictions in logs/)
-#   PARALLEL=1    run the perceiver, synthesizer and extra seeds side by side (one GPU is
-#                 far from busy with one of them)
+#   PARALLEL=1    run the three variants side by side, then the extra seeds side by side (one
+#                 GPU is far from busy with one of them); wall times are then those of a shared GPU
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -45,13 +46,17 @@ pretrained() {  # pretrained VARIANT SEED FLAGS: pretrain, finetune, evaluate
 stage vanilla.nopretrain.finetune finetune vanilla wiki.txt --writing_params_path vanilla.model.params \
   --finetune_corpus_path birth_places_train.tsv --tb_expt_name nopretrain
 evaluate_both vanilla "" vanilla.model.params vanilla.nopretrain vanilla.nopretrain
-# 2. vanilla, alone, so that its wall time is clean
-pretrained vanilla 0 ""
-# 3.-4. the perceiver and the synthesizer, and the extra seeds
-others=("perceiver 0 --bottleneck_dim 64" "synthesizer 0")
-for seed in ${SEEDS:-}; do others+=("vanilla $seed"); done
-for run in "${others[@]}"; do
-  read -r variant seed flags <<< "$run"
-  if [ "${PARALLEL:-0}" = 1 ]; then pretrained "$variant" "$seed" "${flags:-}" & else pretrained "$variant" "$seed" "${flags:-}"; fi
-done
-wait
+side_by_side() {  # side_by_side "VARIANT SEED FLAGS"...: one pipeline each, at once if PARALLEL=1
+  for run in "$@"; do
+    read -r variant seed flags <<< "$run"
+    if [ "${PARALLEL:-0}" = 1 ]; then pretrained "$variant" "$seed" "${flags:-}" & else pretrained "$variant" "$seed" "${flags:-}"; fi
+  done
+  wait
+}
+
+# 2.-4. vanilla, the perceiver (m=64) and the synthesizer; then the extra vanilla seeds, so that
+# a run cut short loses the seeds first
+side_by_side "vanilla 0" "perceiver 0 --bottleneck_dim 64" "synthesizer 0"
+seeds=()
+for seed in ${SEEDS:-}; do seeds+=("vanilla $seed"); done
+side_by_side "${seeds[@]}"

@@ -57,6 +57,8 @@ def parse_args(argv=None):
     argp.add_argument("--resume", action="store_true",
                       help="go on from <writing_params_path>.ckpt, left by an interrupted run")
     argp.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    argp.add_argument("--tf32", action="store_true",
+                      help="on CUDA, multiply float32 matrices in TF32 (as REPORT.md's runs did; the original did not)")
     return argp.parse_args(argv)
 
 
@@ -230,6 +232,8 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         raise dataset.DataError("--device cuda: no CUDA device is available")
     utils.set_seed(args.seed)
+    # TF32 rounds the factors of each product to 10-bit mantissas and sums in float32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
 
     text = read_text(args.pretrain_corpus_path, "pretraining corpus")
     pretrain_dataset = dataset.CharCorruptionDataset(text, BLOCK_SIZE, name=args.pretrain_corpus_path)

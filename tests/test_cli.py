@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import run as run_module  # src/run.py, in process; run() below runs it as a command
 from conftest import ROOT, data_path
 
 RUN = os.path.join(ROOT, "src", "run.py")
@@ -84,3 +85,11 @@ def test_a_seed_makes_training_deterministic(workdir):
             "--finetune_corpus_path", "train.tsv")
     a, b = (torch.load(workdir / f"seed_{n}.params", weights_only=True) for n in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tf32_only_with_the_flag(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(run_module, "pretrain", lambda *args: None)  # only the set-up is under test
+    for flags, tf32 in (["--tf32"], True), ([], False):  # ends with torch's default again
+        run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "x.params", *flags])
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32
