@@ -165,10 +165,12 @@ def test_a_run_killed_midway_resumes_to_the_same_params(workdir, stop):
     run(workdir, *finetune_args(name), "--resume", epochs=epochs, env=env)
     whole = torch.load(workdir / "whole.params", weights_only=True)
     resumed = torch.load(workdir / name, weights_only=True)
-    # bit for bit equal in 16 of 16 trials by hand; the suite once saw last-bit differences,
-    # which eight Adam steps carried to about 1e-7, so the last bits are let go
-    differences = {k: (whole[k] - resumed[k]).abs().max().item() for k in whole}
-    assert all(torch.allclose(whole[k], resumed[k], rtol=1e-5, atol=1e-6) for k in whole), differences
+    # Bit for bit equal in 30 of 30 trials by hand, but within the suite a last-bit difference
+    # sometimes appears, and Adam turns it into up to a whole step for a weight whose gradient is
+    # near zero. So count the weights that moved: a resume that skips the random generators or
+    # the optimizer state moves 99% of them by more than 1e-6 (measured), a rounding difference few.
+    moved = {k: int(((whole[k] - resumed[k]).abs() > 1e-6).sum()) for k in whole}
+    assert sum(moved.values()) < 1e-3 * sum(t.numel() for t in whole.values()), moved
     assert not checkpoint.exists()  # a finished run leaves its params, not its checkpoint
 
 
