@@ -29,14 +29,15 @@ def scalars(run_dir, tag):
 def main():
     expt = sys.argv[1] if len(sys.argv) > 1 else "expt"
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join("report", "losses.png")
-    functions = [f for f in ("pretrain", "finetune") if glob.glob(os.path.join(expt, f, "*"))]
+    runs = {f: sorted(glob.glob(os.path.join(expt, f, "*"))) for f in ("pretrain", "finetune")}
+    functions = [f for f in runs if runs[f]]
     if not functions:
         sys.exit(f"plot_losses.py: no runs under {expt}/pretrain or {expt}/finetune")
     # one column per function: their step counts differ a hundredfold
     fig, axes = plt.subplots(2, len(functions), figsize=(7 * len(functions), 7), squeeze=False,
                              sharex="col", height_ratios=[3, 1])
     for function, (loss_ax, lr_ax) in zip(functions, axes.T):
-        for run_dir in sorted(glob.glob(os.path.join(expt, function, "*"))):
+        for run_dir in runs[function]:
             label = os.path.basename(run_dir).split("_pt_lr")[0]
             loss_ax.plot(*scalars(run_dir, "train/loss"), label=label, linewidth=0.8)
             lr_ax.plot(*scalars(run_dir, "train/lr"), linewidth=0.8)
