@@ -34,10 +34,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def build(variant, pretrain_dataset, fast, device, bottleneck_dim):
-    args = argparse.Namespace(bottleneck_dim=bottleneck_dim)
+def build(variant, pretrain_dataset, as_original, device, bottleneck_dim):
     config = model.GPTConfig(pretrain_dataset.vocab_size, run.BLOCK_SIZE, n_layer=4, n_head=8, n_embd=256,
-                             fast=fast, **run.VARIANTS[variant](args))
+                             as_original=as_original, **run.variant_options(variant, bottleneck_dim))
     return model.GPT(config).to(device)
 
 
@@ -85,7 +84,7 @@ def evaluate_time(gpt, prompts, device, one_at_a_time, mask_id):
 def main():
     argp = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     argp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    argp.add_argument("--variants", default="vanilla,perceiver,synthesizer")
+    argp.add_argument("--variants", default="vanilla,perceiver,synthesizer,rope")
     argp.add_argument("--bottleneck_dim", type=int, default=64)
     argp.add_argument("--batch_size", type=int, default=128)
     argp.add_argument("--train_steps", type=int, default=20, help="timed steps (after 5 warm-up steps)")
@@ -113,12 +112,12 @@ def main():
 
     rows = []
     for variant in args.variants.split(","):
-        ours = build(variant, pretrain_dataset, True, device, args.bottleneck_dim)
+        ours = build(variant, pretrain_dataset, False, device, args.bottleneck_dim)
         if args.params:
             args.variant = variant
             run.load_params(ours, os.path.join(args.params, f"{variant}.finetune.params"), args)
             ours.to(device)
-        base = build(variant, pretrain_dataset, False, device, args.bottleneck_dim)
+        base = build(variant, pretrain_dataset, True, device, args.bottleneck_dim)
         base.load_state_dict(ours.state_dict())
         eval_state = {k: v.clone() for k, v in ours.state_dict().items()}
 

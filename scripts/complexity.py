@@ -43,7 +43,7 @@ def build(**options):
     torch.manual_seed(0)
     # the explicit masked softmax: the computation the complexity counts, without a fused kernel's tricks
     config = model.GPTConfig(100, BLOCK_SIZE, n_layer=LAYERS, n_head=HEADS, n_embd=EMBD,
-                             fast=False, **options)
+                             as_original=True, **options)
     return model.GPT(config).eval()
 
 

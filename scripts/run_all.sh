@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the assignment's whole pipeline (the commands of SPEC.md section 9) for every variant:
-# finetune without pretraining, then pretrain + finetune for vanilla, perceiver (m=64) and
-# synthesizer, each evaluated on the dev and test questions. Predictions land at the top level
+# finetune without pretraining, then pretrain + finetune for vanilla, perceiver (m=64),
+# synthesizer and rope, each evaluated on the dev and test questions. Predictions land at the top level
 # under the assignment's names; logs/<stage>.log keeps each command's output and logs/times.txt
 # its wall time. Extra arguments go to every run.py call (e.g. --max_epochs 1 for a smoke run,
 # --tf32 on a GPU as for REPORT.md).
 #   SEEDS="1 2"   also pretrain and finetune vanilla with these seeds (predictions in logs/)
-#   PARALLEL=1    run the three variants side by side, then the extra seeds side by side (one
+#   PARALLEL=1    run the four variants side by side, then the extra seeds side by side (one
 #                 GPU is far from busy with one of them); wall times are then those of a shared GPU
 set -u
 cd "$(dirname "$0")/.."
@@ -54,9 +54,9 @@ side_by_side() {  # side_by_side "VARIANT SEED FLAGS"...: one pipeline each, at 
   wait
 }
 
-# 2.-4. vanilla, the perceiver (m=64) and the synthesizer; then the extra vanilla seeds, so that
-# a run cut short loses the seeds first
-side_by_side "vanilla 0" "perceiver 0 --bottleneck_dim 64" "synthesizer 0"
+# 2.-5. vanilla, the perceiver (m=64), the synthesizer and rope; then the extra vanilla seeds, so
+# that a run cut short loses the seeds first
+side_by_side "vanilla 0" "perceiver 0 --bottleneck_dim 64" "synthesizer 0" "rope 0"
 seeds=()
 for seed in ${SEEDS:-}; do seeds+=("vanilla $seed"); done
 side_by_side "${seeds[@]}"

@@ -1,10 +1,14 @@
 """
-The three attentions of the assignment. They share the value and output projections, the head
-split and the causal mask; they differ only in how the attention scores are made:
+The attentions of the assignment's editions. They share the value and output projections, the
+head split and the causal mask; they differ only in how the attention scores are made:
 
     CausalSelfAttention   scores = (X Q_i)(X K_i)^T / sqrt(d/h)                (vanilla)
-    CausalCrossAttention  scores = (X_q Q_i)(X_kv K_i)^T / sqrt(d/h)           (perceiver)
-    SynthesizerAttention  scores = ReLU(X A_i + b1) B_i + b2                   (synthesizer)
+    CausalCrossAttention  scores = (X_q Q_i)(X_kv K_i)^T / sqrt(d/h)           (perceiver, 2023)
+    SynthesizerAttention  scores = ReLU(X A_i + b1) B_i + b2                   (synthesizer, 2021)
+    RotarySelfAttention   scores[t, s] = R_t(x_t Q_i) . R_s(x_s K_i) / sqrt(d/h)  (rope, 2024)
+
+where R_t rotates each pair of neighbouring features of a head by t times that pair's frequency
+(rotary position embedding), so that a score depends on the positions only through t - s.
 
 Each then computes softmax(masked scores) (X V_i), concatenates the heads and projects with A.
 The mask is tril(block_size)[:Tq, :Tk]: query i sees keys 0..i.
@@ -41,17 +45,18 @@ class KVCache:
 
 class Dropout(nn.Dropout):
     """
-    nn.Dropout, except when `fast` and training on the CPU: there the keep-mask is drawn as 31-bit
-    random integers, which takes half the time of torch's bernoulli_ and drops with the same
-    probability (to within 2^-31). On a GPU, and under torch.compile, torch's fused kernels win.
+    nn.Dropout, except when training on the CPU (and not `as_original`): there the keep-mask is
+    drawn as 31-bit random integers, which takes half the time of torch's bernoulli_ and drops with
+    the same probability (to within 2^-31). On a GPU, and under torch.compile, torch's fused
+    kernels win.
     """
 
-    def __init__(self, p, fast=True):
+    def __init__(self, p, as_original=False):
         super().__init__(p)
-        self.fast = fast
+        self.as_original = as_original
 
     def forward(self, x):
-        if (self.fast and self.training and 0 < self.p < 1 and x.device.type == "cpu"
+        if (not self.as_original and self.training and 0 < self.p < 1 and x.device.type == "cpu"
                 and not torch.compiler.is_compiling()):
             keep = torch.empty_like(x, dtype=torch.int32).random_() >= round(self.p * 2**31)
             return x * torch.where(keep, 1 / (1 - self.p), 0.0)
@@ -64,15 +69,15 @@ def additive_mask(mask, bias):
     return bias if mask is None else torch.where(mask, bias, float("-inf"))
 
 
-def attend(q, k, v, mask, dropout, fast, scale=None, bias=None):
+def attend(q, k, v, mask, dropout, as_original, scale=None, bias=None):
     """
     softmax(q k^T * scale + bias, masked) v over (B, nh, T, hs) tensors. `mask` is a bool
     (Tq, Tk) matrix of allowed positions, or None when every key is visible; `dropout` drops
-    attention weights in training. fast=False computes it step by step as the original code did;
-    fast=True computes the same function faster.
+    attention weights in training. as_original=True computes it step by step as the original code
+    did; otherwise the same function is computed faster.
     """
     dropout_p = dropout.p if dropout.training else 0.0
-    if fast and (dropout_p == 0 or q.device.type != "cpu"):  # torch's fused kernels
+    if not as_original and (dropout_p == 0 or q.device.type != "cpu"):  # torch's fused kernels
         if bias is None and (mask is None or mask.size(0) == mask.size(1)):
             # no mask, or a square slice of tril (the plain causal mask): the fastest kernels
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p,
@@ -80,7 +85,7 @@ def attend(q, k, v, mask, dropout, fast, scale=None, bias=None):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(mask, bias),
                                               dropout_p=dropout_p, scale=scale)
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
-    if fast:
+    if not as_original:
         # Training on the CPU, where torch's fused kernels cannot drop out and their fallback is
         # slower than this: scale q, which is smaller than the scores, and mask in place.
         att = (q * scale) @ k.transpose(-2, -1)  # (B, nh, Tq, Tk)
@@ -94,21 +99,21 @@ def attend(q, k, v, mask, dropout, fast, scale=None, bias=None):
     return dropout(F.softmax(att, dim=-1)) @ v
 
 
-class _HeadsAttention(nn.Module):
+class MultiHeadAttention(nn.Module):
     """What every variant shares: value and output projections, heads, dropout and the mask."""
 
     def __init__(self, config):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         self.value = nn.Linear(config.n_embd, config.n_embd)
-        self.attn_drop = Dropout(config.attn_pdrop, config.fast)
-        self.resid_drop = Dropout(config.resid_pdrop, config.fast)
+        self.attn_drop = Dropout(config.attn_pdrop, config.as_original)
+        self.resid_drop = Dropout(config.resid_pdrop, config.as_original)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         # kept as a saved buffer, as in the original code, so that params files load both ways
         self.register_buffer("mask", torch.tril(torch.ones(config.block_size, config.block_size))
                              .view(1, 1, config.block_size, config.block_size))
         self.n_head = config.n_head
-        self.fast = config.fast
+        self.as_original = config.as_original
 
     def split_heads(self, x):
         B, T, C = x.size()
@@ -124,7 +129,7 @@ class _HeadsAttention(nn.Module):
         return self.resid_drop(self.proj(y))
 
 
-class CausalCrossAttention(_HeadsAttention):
+class CausalCrossAttention(MultiHeadAttention):
     """Queries from x_q attend to keys and values from x_kv (x_kv=None: use only the cache)."""
 
     def __init__(self, config):
@@ -138,10 +143,16 @@ class CausalCrossAttention(_HeadsAttention):
             k, v = cache.k, cache.v
         else:
             k, v = self.split_heads(self.key(x_kv)), self.split_heads(self.value(x_kv))
+            q, k = self.add_positions(q, k, start=0 if cache is None else len(cache))
             if cache is not None:
                 k, v = cache.append(k, v)
         mask = self.causal_mask(q.size(2), k.size(2), cache)
-        return self.output(attend(q, k, v, mask, self.attn_drop, self.fast))
+        return self.output(attend(q, k, v, mask, self.attn_drop, self.as_original))
+
+    def add_positions(self, q, k, start):
+        """Queries and keys of positions start, start+1, ...: here the model's pos_emb holds the
+        positions already."""
+        return q, k
 
 
 class CausalSelfAttention(CausalCrossAttention):
@@ -151,7 +162,47 @@ class CausalSelfAttention(CausalCrossAttention):
         return super().forward(x, x, cache)
 
 
-class SynthesizerAttention(_HeadsAttention):
+def precompute_rotary_emb(dim, max_positions):
+    """
+    cos and sin of the angle t * theta_j for every position t < max_positions and every pair j of
+    a head's dim features, theta_j = 10000^(-2j/dim): a (max_positions, dim/2, 2) tensor.
+    """
+    theta = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)   # (dim/2,)
+    angles = torch.arange(max_positions, dtype=torch.float64)[:, None] * theta  # (T, dim/2)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1).float()
+
+
+def apply_rotary_emb(x, rope_cache):
+    """
+    Rotate the (B, nh, T, hs) queries or keys x by their positions, rope_cache's rows: the pair
+    of neighbouring features (a, b) = (x[2j], x[2j+1]) becomes (a cos - b sin, a sin + b cos),
+    the complex number a + ib times e^(i t theta_j).
+    """
+    cos, sin = rope_cache[..., 0], rope_cache[..., 1]  # (T, hs/2)
+    a, b = x[..., 0::2], x[..., 1::2]                  # (B, nh, T, hs/2)
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+
+class RotarySelfAttention(CausalSelfAttention):
+    """
+    Self-attention with rotary position embeddings (RoPE, Su et al. 2021): the queries and keys
+    of each head, not the values, are rotated by their position before the scores are made. The
+    angles are precomputed into the saved buffer rope_cache, (block_size, hs/2, 2).
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        head_size = config.n_embd // config.n_head
+        assert head_size % 2 == 0, "RoPE rotates pairs of features: the head size must be even"
+        self.register_buffer("rope_cache", precompute_rotary_emb(head_size, config.block_size))
+
+    def add_positions(self, q, k, start):
+        # while decoding, the new position is `start`, the number of positions already cached
+        rope_cache = self.rope_cache[start:start + q.size(2)]
+        return apply_rotary_emb(q, rope_cache), apply_rotary_emb(k, rope_cache)
+
+
+class SynthesizerAttention(MultiHeadAttention):
     """
     The dense Synthesizer (Tay et al. 2020): each position makes its own attention scores over
     positions 0..T-1 with a two-layer MLP, ReLU(X A_i + b1) B_i + b2, instead of comparing a
@@ -176,6 +227,6 @@ class SynthesizerAttention(_HeadsAttention):
         # the MLP's second layer acts like T fixed "keys", one per position, with scale 1
         positions = self.w2[:, :Tk].t().expand(B, self.n_head, Tk, C // self.n_head)
         mask = self.causal_mask(T, Tk, cache)
-        y = attend(hidden, positions, v, mask, self.attn_drop, self.fast, scale=1.0,
+        y = attend(hidden, positions, v, mask, self.attn_drop, self.as_original, scale=1.0,
                    bias=self.b2[:Tk])
         return self.output(y)

@@ -1,12 +1,16 @@
 """
-GPT model (minGPT, Karpathy), with the assignment's attention variants:
+GPT model (minGPT, Karpathy), with the attention variants of the assignment's editions, chosen
+in the table VARIANTS:
 - vanilla: every Block uses CausalSelfAttention;
-- synthesizer: every Block uses SynthesizerAttention;
-- perceiver: a DownProjectBlock cross-attends from a learned basis of bottleneck_dim vectors to
-  the input, n_layer-2 Blocks run on that short sequence, and an UpProjectBlock cross-attends from
-  the input back to it, which brings the length back to the input's.
+- synthesizer (2021): every Block uses SynthesizerAttention;
+- perceiver (2023): a DownProjectBlock cross-attends from a learned basis of bottleneck_dim vectors
+  to the input, n_layer-2 Blocks run on that short sequence, and an UpProjectBlock cross-attends
+  from the input back to it, which brings the length back to the input's;
+- rope (2024): every Block uses RotarySelfAttention, and no position embedding is added to the
+  token embeddings.
 """
-import copy
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -15,21 +19,65 @@ from torch.nn import functional as F
 import attention
 
 
-class GPTConfig:
-    """The model's size and options; keyword arguments override the class attributes."""
-    embd_pdrop = 0.1
-    resid_pdrop = 0.1
-    attn_pdrop = 0.1
-    synthesizer = False
-    perceiver = False
-    bottleneck_dim = None
-    fast = True  # False: attention and dropout computed as the original code did, for reference
+@dataclass(frozen=True)
+class Variant:
+    self_attention: type             # the attention of its Blocks (the perceiver's middle ones)
+    signature: str = None            # a params key that only this variant's state_dict has
+    position_embedding: bool = True  # False: the attention puts the positions in (RoPE)
+    bottleneck: bool = False         # the perceiver's down- and up-projection blocks
+    context_cut: int = 0             # positions short of block_size that it can read
 
-    def __init__(self, vocab_size, block_size, **kwargs):
-        self.vocab_size = vocab_size
-        self.block_size = block_size
-        for k, v in kwargs.items():
-            setattr(self, k, v)
+
+VARIANTS = {
+    "vanilla": Variant(attention.CausalSelfAttention),
+    # w2 and b2 have one column per position, block_size - 1 of them
+    "synthesizer": Variant(attention.SynthesizerAttention, signature="blocks.0.attn.w1.weight", context_cut=1),
+    "perceiver": Variant(attention.CausalSelfAttention, signature="down_block.C", bottleneck=True),
+    "rope": Variant(attention.RotarySelfAttention, signature="blocks.0.attn.rope_cache", position_embedding=False),
+}
+
+
+def variant_of(state_dict):
+    """The variant whose state_dict this is, told by the keys that only it has."""
+    return next((name for name, v in VARIANTS.items() if v.signature in state_dict), "vanilla")
+
+
+@dataclass
+class GPTConfig:
+    """
+    The model's size and variant, as minGPT's GPTConfig(vocab_size, block_size, **kwargs), except
+    that a misspelt option, or two variants at once, raise instead of being ignored.
+    """
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    embd_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    # the variant: at most one of these is True; none is vanilla
+    synthesizer: bool = False
+    perceiver: bool = False
+    rope: bool = False
+    bottleneck_dim: int = None  # the perceiver's basis length m
+    as_original: bool = False   # attention and dropout step by step as the original code, for reference
+
+    def __post_init__(self):
+        chosen = self.variants_chosen()
+        if len(chosen) > 1:
+            raise ValueError(f"GPTConfig: one variant at a time, not {' and '.join(chosen)}")
+        if self.perceiver and not self.bottleneck_dim:
+            raise ValueError("GPTConfig: the perceiver needs bottleneck_dim")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
+
+    def variants_chosen(self):
+        return [name for name in VARIANTS if name != "vanilla" and getattr(self, name)]
+
+    @property
+    def variant(self):
+        return (self.variants_chosen() or ["vanilla"])[0]
 
 
 class Block(nn.Module):
@@ -39,16 +87,12 @@ class Block(nn.Module):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.n_embd)
         self.ln2 = nn.LayerNorm(config.n_embd)
-        if attn is None:
-            self_attention = (attention.SynthesizerAttention if config.synthesizer
-                              else attention.CausalSelfAttention)
-            attn = self_attention(config)
-        self.attn = attn
+        self.attn = VARIANTS[config.variant].self_attention(config) if attn is None else attn
         self.mlp = nn.Sequential(
             nn.Linear(config.n_embd, 4 * config.n_embd),
             nn.GELU(),
             nn.Linear(4 * config.n_embd, config.n_embd),
-            attention.Dropout(config.resid_pdrop, config.fast),
+            attention.Dropout(config.resid_pdrop, config.as_original),
         )
 
     def forward(self, x, cache=None):
@@ -109,28 +153,30 @@ class GPT(nn.Module):
 
     def __init__(self, config):
         super().__init__()
+        variant = VARIANTS[config.variant]
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.pos_emb = nn.Parameter(torch.zeros(1, config.block_size, config.n_embd))
-        self.drop = attention.Dropout(config.embd_pdrop, config.fast)
-        self.perceiver = config.perceiver
-        if config.perceiver:
+        self.pos_emb = (nn.Parameter(torch.zeros(1, config.block_size, config.n_embd))
+                        if variant.position_embedding else None)
+        self.drop = attention.Dropout(config.embd_pdrop, config.as_original)
+        self.bottleneck = variant.bottleneck
+        if variant.bottleneck:
             self.down_block = DownProjectBlock(config)
             # the middle blocks' causal masks span the m basis positions
-            bottleneck = copy.copy(config)
-            bottleneck.block_size = config.bottleneck_dim
-            self.blocks = nn.ModuleList(Block(bottleneck) for _ in range(config.n_layer - 2))
+            middle = dataclasses.replace(config, block_size=config.bottleneck_dim)
+            self.blocks = nn.ModuleList(Block(middle) for _ in range(config.n_layer - 2))
             self.up_block = UpProjectBlock(config)
         else:
             self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.block_size = config.block_size
+        self.block_size = config.block_size - variant.context_cut
         self.bottleneck_dim = config.bottleneck_dim
         self.n_layer = config.n_layer
         self.apply(self._init_weights)
         print(f"number of parameters: {sum(p.numel() for p in self.parameters())}")
 
     def get_block_size(self):
+        """The longest sequence the model reads: block_size, one less for the synthesizer."""
         return self.block_size
 
     def _init_weights(self, module):
@@ -156,8 +202,11 @@ class GPT(nn.Module):
         assert state is None or t == 1, "decoding takes one position at a time"
         caches = [None] * self.n_layer if state is None else state.caches
 
-        x = self.drop(self.tok_emb(idx) + self.pos_emb[:, start:start + t, :])
-        if self.perceiver:
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb[:, start:start + t, :]
+        x = self.drop(x)
+        if self.bottleneck:
             x_input = x
             if state is None or start < self.bottleneck_dim:
                 x = self.down_block(x_input, caches[0])

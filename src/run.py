@@ -1,7 +1,7 @@
 """
 Pretrain, finetune and evaluate the birth-place model:
 
-    python src/run.py pretrain|finetune|evaluate vanilla|perceiver|synthesizer wiki.txt [options]
+    python src/run.py pretrain|finetune|evaluate vanilla|synthesizer|perceiver|rope wiki.txt [options]
 
 Every function takes the pretraining corpus, because the vocabulary is built from it.
 """
@@ -22,18 +22,19 @@ import utils
 BLOCK_SIZE = 128
 ANSWER_STEPS = 32  # characters decoded after each question
 
-# what each variant changes in the model's configuration
-VARIANTS = {
-    "vanilla": lambda args: {},
-    "synthesizer": lambda args: {"synthesizer": True},
-    "perceiver": lambda args: {"perceiver": True, "bottleneck_dim": args.bottleneck_dim},
-}
+
+
+def variant_options(variant, bottleneck_dim):
+    """GPTConfig's options for the variant named on the command line."""
+    if variant == "vanilla":
+        return {}
+    return {variant: True, **({"bottleneck_dim": bottleneck_dim} if variant == "perceiver" else {})}
 
 
 def parse_args(argv=None):
     argp = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     argp.add_argument("function", choices=["pretrain", "finetune", "evaluate"])
-    argp.add_argument("variant", choices=list(VARIANTS))
+    argp.add_argument("variant", choices=list(model.VARIANTS))
     argp.add_argument("pretrain_corpus_path", help="the pretraining corpus (wiki.txt); gives the vocabulary")
     argp.add_argument("--reading_params_path", help="params to start from (finetune) or to evaluate")
     argp.add_argument("--writing_params_path", help="where pretrain/finetune save the params")
@@ -108,6 +109,19 @@ def describe_variant(variant, bottleneck_dim):
     return f"perceiver with --bottleneck_dim {bottleneck_dim}" if variant == "perceiver" else variant
 
 
+def why_params_do_not_fit(gpt, state, args):
+    variant = model.variant_of(state)
+    written_by = describe_variant(variant, state["down_block.C"].size(1) if variant == "perceiver" else None)
+    wanted = describe_variant(args.variant, args.bottleneck_dim)
+    if written_by != wanted:
+        return f"these params are for the {written_by} model, not for {wanted}"
+    embedding, vocab_size = state.get("tok_emb.weight"), gpt.tok_emb.num_embeddings
+    if embedding is not None and embedding.size(0) != vocab_size:
+        return (f"these params have a vocabulary of {embedding.size(0)} symbols, {args.pretrain_corpus_path} "
+                f"gives {vocab_size}: name the pretraining corpus they were trained with")
+    return f"these params are not those of the assignment's {wanted} model"
+
+
 def load_params(gpt, path, args):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -120,13 +134,7 @@ def load_params(gpt, path, args):
     try:
         gpt.load_state_dict(state)
     except RuntimeError:
-        # name the variant that wrote the file, from the parameters only it has
-        if "down_block.C" in state:
-            written_by = describe_variant("perceiver", state["down_block.C"].size(1))
-        else:
-            written_by = "synthesizer" if "blocks.0.attn.w1.weight" in state else "vanilla"
-        raise dataset.DataError(f"{path}: these params are for the {written_by} model, not for "
-                                f"{describe_variant(args.variant, args.bottleneck_dim)}") from None
+        raise dataset.DataError(f"{path}: {why_params_do_not_fit(gpt, state, args)}") from None
 
 
 def save_params(gpt, path):
@@ -186,9 +194,10 @@ def evaluate(args, gpt, pretrain_dataset):
     prompts, unknown_lines = [], 0
     for lineno, line in enumerate(lines, start=1):
         question = line.split("\t")[0]
-        if len(question) + ANSWER_STEPS > BLOCK_SIZE:
+        if len(question) + ANSWER_STEPS > gpt.get_block_size():
             raise dataset.DataError(f"{args.eval_corpus_path}: line {lineno}: the question has {len(question)} "
-                                    f"characters; at most {BLOCK_SIZE - ANSWER_STEPS} leave room for the answer")
+                                    f"characters; at most {gpt.get_block_size() - ANSWER_STEPS} leave room "
+                                    f"for the answer")
         # characters the vocabulary lacks are left out of the question, as NameDataset leaves
         # out non-ASCII ones
         known = [c for c in question if c in pretrain_dataset.stoi]
@@ -238,7 +247,7 @@ def main(argv=None):
     text = read_text(args.pretrain_corpus_path, "pretraining corpus")
     pretrain_dataset = dataset.CharCorruptionDataset(text, BLOCK_SIZE, name=args.pretrain_corpus_path)
     mconf = model.GPTConfig(pretrain_dataset.vocab_size, pretrain_dataset.block_size,
-                            n_layer=4, n_head=8, n_embd=256, **VARIANTS[args.variant](args))
+                            n_layer=4, n_head=8, n_embd=256, **variant_options(args.variant, args.bottleneck_dim))
     gpt = model.GPT(mconf)
     {"pretrain": pretrain, "finetune": finetune, "evaluate": evaluate}[args.function](args, gpt, pretrain_dataset)
 

@@ -11,7 +11,7 @@ import run as run_module  # src/run.py, in process; run() below runs it as a com
 from conftest import ROOT, data_path
 
 RUN = os.path.join(ROOT, "src", "run.py")
-VARIANT_FLAGS = {"vanilla": [], "synthesizer": [], "perceiver": ["--bottleneck_dim", "16"]}
+VARIANT_FLAGS = {"vanilla": [], "synthesizer": [], "perceiver": ["--bottleneck_dim", "16"], "rope": []}
 
 
 def run(cwd, *args, ok=True, epochs="1", env=None):

@@ -1,4 +1,6 @@
-"""The model and its three attention variants (SPEC.md section 6), and greedy decoding."""
+"""The model and its four attention variants (SPEC.md section 6), and greedy decoding."""
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -13,6 +15,7 @@ VARIANT_OPTIONS = {
     "vanilla": {},
     "synthesizer": {"synthesizer": True},
     "perceiver": {"perceiver": True, "bottleneck_dim": 5},
+    "rope": {"rope": True},
 }
 VARIANTS = list(VARIANT_OPTIONS)
 
@@ -25,11 +28,13 @@ def tiny_model(variant, seed=0, **options):
     with torch.no_grad():
         # move the zero-initialised parameters off zero, so every one matters, and make the
         # attention scores large enough that the attention weights are far from uniform
-        gpt.pos_emb.normal_(0, 0.5)
+        gpt.tok_emb.weight.normal_(0, 0.5)
+        if gpt.pos_emb is not None:
+            gpt.pos_emb.normal_(0, 0.5)
         for name, p in gpt.named_parameters():
             if name.endswith("bias") or name.endswith("b2"):
                 p.normal_(0, 0.1)
-            elif name.endswith(("query.weight", "key.weight", "w1.weight", "w2")):
+            elif name.endswith(("query.weight", "key.weight", "w1.weight", "w2", "value.weight", "head.weight")):
                 p.normal_(0, 0.5)
     return gpt.eval()
 
@@ -45,6 +50,8 @@ def random_ids(B, T, seed=1):
     # the basis C adds m*256
     ("perceiver", {"perceiver": True, "bottleneck_dim": 32}, 3_323_392 + 32 * 256),
     ("perceiver", {"perceiver": True, "bottleneck_dim": 64}, 3_323_392 + 64 * 256),
+    # no position embedding (128*256); the rotation has no parameters
+    ("rope", {"rope": True}, 3_323_392 - 128 * 256),
 ])
 def test_parameter_counts_at_the_assignment_size(variant, options, count):
     gpt = model.GPT(model.GPTConfig(256, 128, n_layer=4, n_head=8, n_embd=256, **options))
@@ -90,7 +97,7 @@ def test_model_matches_the_equations(variant, T):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_fast_attention_equals_the_original_masked_softmax(variant, training):
     dropout = {"embd_pdrop": 1e-9, "resid_pdrop": 1e-9, "attn_pdrop": 1e-9}
-    fast, original = tiny_model(variant, **dropout), tiny_model(variant, fast=False, **dropout)
+    fast, original = tiny_model(variant, **dropout), tiny_model(variant, as_original=True, **dropout)
     original.load_state_dict(fast.state_dict())
     fast.train(training)
     original.train(training)
@@ -103,9 +110,9 @@ def test_fast_attention_equals_the_original_masked_softmax(variant, training):
         assert torch.allclose(p_f.grad, p_o.grad, atol=1e-5), name
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_dropout_drops_a_tenth_and_scales_the_rest(fast):
-    dropout = attention.Dropout(0.1, fast)
+@pytest.mark.parametrize("as_original", [False, True])
+def test_dropout_drops_a_tenth_and_scales_the_rest(as_original):
+    dropout = attention.Dropout(0.1, as_original)
     x = torch.ones(1000, 1000, requires_grad=True)
     y = dropout(x)
     kept = y != 0
@@ -134,6 +141,56 @@ def test_params_keep_the_original_names_and_masks():
     assert perceiver["down_block.C"].shape == (1, 5, EMBD)
     assert perceiver["blocks.0.attn.mask"].shape == (1, 1, 5, 5)
     assert {"up_block.attn.key.weight", "up_block.ln1.weight"} <= set(perceiver)
+    rope = tiny_model("rope").state_dict()
+    # vanilla's names, less the position embedding, plus the saved angles of each layer
+    assert set(rope) == expected - {"pos_emb"} | {f"blocks.{n}.attn.rope_cache" for n in range(LAYERS)}
+    assert rope["blocks.0.attn.rope_cache"].shape == (BLOCK, EMBD // HEADS // 2, 2)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_variant_is_told_by_the_params_keys(variant):
+    assert model.variant_of(tiny_model(variant).state_dict()) == variant
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"synthesizer": True, "rope": True}, "one variant at a time, not synthesizer and rope"),
+    ({"perceiver": True}, "the perceiver needs bottleneck_dim"),
+])
+def test_a_config_refuses_what_it_cannot_build(options, message):
+    with pytest.raises(ValueError, match=message):
+        model.GPTConfig(VOCAB, BLOCK, n_layer=LAYERS, n_head=HEADS, n_embd=EMBD, **options)
+    with pytest.raises(TypeError, match="synthesiser"):  # a misspelt option is not ignored
+        model.GPTConfig(VOCAB, BLOCK, n_layer=LAYERS, n_head=HEADS, n_embd=EMBD, synthesiser=True)
+
+
+def test_rope_cache_holds_cos_and_sin_of_position_times_frequency():
+    cache = attention.precompute_rotary_emb(8, 20)
+    t, j = 13, 2
+    angle = t * 10000 ** (-2 * j / 8)
+    assert cache.shape == (20, 4, 2)
+    assert cache[t, j].tolist() == pytest.approx([math.cos(angle), math.sin(angle)], abs=1e-6)
+
+
+def test_rope_rotates_neighbouring_pairs():
+    cache = attention.precompute_rotary_emb(4, 8)
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0]).expand(1, 1, 8, 4)
+    t = 5
+    (c0, s0), (c1, s1) = cache[t].tolist()
+    expected = [1 * c0 - 2 * s0, 1 * s0 + 2 * c0, 3 * c1 - 4 * s1, 3 * s1 + 4 * c1]
+    assert attention.apply_rotary_emb(x, cache)[0, 0, t].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_rope_score_depends_only_on_the_offset_between_query_and_key():
+    head_size, T = 32, 64
+    cache = attention.precompute_rotary_emb(head_size, T)
+    q, k = torch.randn(2, head_size, generator=torch.Generator().manual_seed(0))
+    # the same query and the same key at every position: the scores may differ only by position
+    scores = (attention.apply_rotary_emb(q.expand(1, 1, T, head_size), cache)
+              @ attention.apply_rotary_emb(k.expand(1, 1, T, head_size), cache).transpose(-2, -1))[0, 0]
+    for shift in (1, 7, 30):
+        assert torch.allclose(scores[shift:, shift:], scores[:-shift, :-shift], atol=1e-4)
+    # and they do depend on the offset: far more than the tolerance
+    assert (scores[1:, 0] - scores[0, 0]).abs().max() > 1.0
 
 
 def test_initialisation_follows_mingpt():
@@ -143,6 +200,31 @@ def test_initialisation_follows_mingpt():
     assert torch.equal(gpt.ln_f.weight, torch.ones(256))
     assert gpt.pos_emb.abs().max() == 0
     assert gpt.blocks[0].attn.w2.abs().max() <= 0.001
+
+
+def test_perceiver_basis_is_xavier_uniform():
+    m, d = 64, 256
+    basis = model.GPT(model.GPTConfig(256, 128, n_layer=4, n_head=8, n_embd=d, perceiver=True,
+                                      bottleneck_dim=m)).down_block.C
+    # torch's fans for a (1, m, d) tensor: m*d in, d out; uniform on +-bound has sd bound/sqrt(3)
+    bound = math.sqrt(6 / (m * d + d))
+    assert basis.abs().max() <= bound
+    assert basis.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cached_decoding_gives_the_logits_of_full_forward_passes(variant):
+    gpt = tiny_model(variant)
+    idx = random_ids(3, BLOCK - 1)
+    full = gpt(idx)[0]
+    # with these weights attention matters: changing the earlier tokens moves the last logits
+    # thousands of times the tolerance below, so a cache that forgets positions cannot pass
+    changed = idx.clone()
+    changed[:, :-1] = (changed[:, :-1] + 1) % VOCAB
+    assert (gpt(changed)[0][:, -1] - full[:, -1]).abs().max() > 0.05
+    state = gpt.new_decode_state()
+    decoded = torch.cat([gpt(idx[:, t:t + 1], state=state)[0] for t in range(BLOCK - 1)], dim=1)
+    assert torch.allclose(decoded, full, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -8,6 +8,9 @@ import time
 import pytest
 import torch
 
+import dataset
+import model
+import run as run_module
 import utils
 from test_cli import RUN, make_workdir, run
 
@@ -85,10 +88,37 @@ def test_bad_pretraining_corpus(workdir, text, message):
           message=f"error: bad_wiki.txt: {message}")
 
 
+def save_untrained_params(workdir, variant, name):
+    """The params of a new model of the assignment's size for workdir's corpus: no training needed."""
+    corpus = dataset.CharCorruptionDataset((workdir / "wiki.txt").read_text(encoding="utf-8"), run_module.BLOCK_SIZE)
+    config = model.GPTConfig(corpus.vocab_size, run_module.BLOCK_SIZE, n_layer=4, n_head=8, n_embd=256,
+                             **run_module.variant_options(variant, 32))
+    torch.save(model.GPT(config).state_dict(), workdir / name)
+
+
 def test_params_of_another_variant(workdir):
     fails(workdir, *evaluate_args("synth.params", variant="perceiver"),
           message="error: synth.params: these params are for the synthesizer model, "
                   "not for perceiver with --bottleneck_dim 32")
+
+
+@pytest.mark.parametrize("written_by, read_as", [("vanilla", "rope"), ("rope", "vanilla")])
+def test_rope_and_vanilla_params_are_told_apart(workdir, written_by, read_as):
+    save_untrained_params(workdir, written_by, f"{written_by}.untrained.params")
+    fails(workdir, *evaluate_args(f"{written_by}.untrained.params", variant=read_as),
+          message=f"error: {written_by}.untrained.params: these params are for the {written_by} model, "
+                  f"not for {read_as}")
+
+
+def test_params_of_another_pretraining_corpus(workdir):
+    corpus = "Where was Ann born? In Paris.\n"
+    (workdir / "other_wiki.txt").write_text(corpus, encoding="utf-8")
+    trained_with = torch.load(workdir / "synth.params", weights_only=True)["tok_emb.weight"].size(0)
+    fails(workdir, "evaluate", "synthesizer", "other_wiki.txt", "--reading_params_path", "synth.params",
+          "--eval_corpus_path", "dev.tsv", "--outputs_path", "out.predictions",
+          message=f"error: synth.params: these params have a vocabulary of "
+                  f"{trained_with} symbols, other_wiki.txt gives {2 + len(set(corpus))}: "  # PAD, MASK, the characters
+                  f"name the pretraining corpus they were trained with")
 
 
 def test_params_of_another_bottleneck_dim(workdir):
@@ -123,11 +153,18 @@ def test_questions_with_unknown_characters_still_get_one_prediction_each(workdir
     assert (workdir / "odd.predictions").read_text(encoding="utf-8").count("\n") == 3
 
 
-def test_a_question_too_long_for_the_context(workdir):
-    (workdir / "long.tsv").write_text("Where was A born?\tRome\n" + "x" * 97 + "\tRome\n", encoding="utf-8")
-    fails(workdir, "evaluate", "synthesizer", "wiki.txt", "--reading_params_path", "synth.params",
-          "--eval_corpus_path", "long.tsv", "--outputs_path", "out.predictions",
-          message="error: long.tsv: line 2: the question has 97 characters; at most 96 leave room for the answer")
+@pytest.mark.parametrize("variant, params, longest", [("vanilla", "vanilla.untrained.params", 96),
+                                                     ("synthesizer", "synth.params", 95)])
+def test_a_question_too_long_for_the_context(workdir, variant, params, longest):
+    # the synthesizer reads one position less: its w2 and b2 have block_size - 1 columns
+    save_untrained_params(workdir, "vanilla", "vanilla.untrained.params")
+    args = ("evaluate", variant, "wiki.txt", "--reading_params_path", params, "--outputs_path", "out.predictions")
+    (workdir / "longest.tsv").write_text("x" * longest + "\tRome\n", encoding="utf-8")
+    assert "Correct: " in run(workdir, *args, "--eval_corpus_path", "longest.tsv").stdout
+    (workdir / "long.tsv").write_text("Where was A born?\tRome\n" + "x" * (longest + 1) + "\tRome\n", encoding="utf-8")
+    fails(workdir, *args, "--eval_corpus_path", "long.tsv",
+          message=f"error: long.tsv: line 2: the question has {longest + 1} characters; at most {longest} leave "
+                  f"room for the answer")
 
 
 def test_a_diverging_loss_stops_the_run_without_writing_params(workdir):
