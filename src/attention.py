@@ -84,19 +84,26 @@ def attend(q, k, v, mask, dropout, as_original, scale=None, bias=None):
                                                   is_causal=mask is not None, scale=scale)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask(mask, bias),
                                               dropout_p=dropout_p, scale=scale)
-    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     if not as_original:
         # Training on the CPU, where torch's fused kernels cannot drop out and their fallback is
         # slower than this: scale q, which is smaller than the scores, and mask in place.
+        scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
         att = (q * scale) @ k.transpose(-2, -1)  # (B, nh, Tq, Tk)
         att += additive_mask(mask, bias)
-    else:
-        att = (q @ k.transpose(-2, -1)) * scale
-        if bias is not None:
-            att = att + bias
-        if mask is not None:
-            att = att.masked_fill(~mask, float("-inf"))
-    return dropout(F.softmax(att, dim=-1)) @ v
+        return dropout(F.softmax(att, dim=-1)) @ v
+    return dropout(attention_weights(q, k, mask, scale, bias)) @ v
+
+
+def attention_weights(q, k, mask, scale=None, bias=None):
+    """softmax(q k^T * scale + bias) with the keys that `mask` forbids at -inf, step by step as
+    the original code computed it: (B, nh, Tq, Tk). The scale defaults to 1/sqrt(head size)."""
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    att = (q @ k.transpose(-2, -1)) * scale
+    if bias is not None:
+        att = att + bias
+    if mask is not None:
+        att = att.masked_fill(~mask, float("-inf"))
+    return F.softmax(att, dim=-1)
 
 
 class MultiHeadAttention(nn.Module):
@@ -114,6 +121,8 @@ class MultiHeadAttention(nn.Module):
                              .view(1, 1, config.block_size, config.block_size))
         self.n_head = config.n_head
         self.as_original = config.as_original
+        self.keep_weights = False  # True: keep the attention weights of each call in self.weights
+        self.weights = None
 
     def split_heads(self, x):
         B, T, C = x.size()
@@ -122,6 +131,12 @@ class MultiHeadAttention(nn.Module):
     def causal_mask(self, Tq, Tk, cache):
         # while decoding with a cache, every cached key is at or before the query
         return None if cache is not None else self.mask[0, 0, :Tq, :Tk].bool()
+
+    def attend(self, q, k, v, mask, scale=None, bias=None):
+        if self.keep_weights:  # to look inside: the explicit softmax, whose weights can be kept
+            self.weights = attention_weights(q, k, mask, scale, bias)
+            return self.attn_drop(self.weights) @ v
+        return attend(q, k, v, mask, self.attn_drop, self.as_original, scale, bias)
 
     def output(self, y):
         B, nh, T, hs = y.size()
@@ -147,7 +162,7 @@ class CausalCrossAttention(MultiHeadAttention):
             if cache is not None:
                 k, v = cache.append(k, v)
         mask = self.causal_mask(q.size(2), k.size(2), cache)
-        return self.output(attend(q, k, v, mask, self.attn_drop, self.as_original))
+        return self.output(self.attend(q, k, v, mask))
 
     def add_positions(self, q, k, start):
         """Queries and keys of positions start, start+1, ...: here the model's pos_emb holds the
@@ -227,6 +242,4 @@ class SynthesizerAttention(MultiHeadAttention):
         # the MLP's second layer acts like T fixed "keys", one per position, with scale 1
         positions = self.w2[:, :Tk].t().expand(B, self.n_head, Tk, C // self.n_head)
         mask = self.causal_mask(T, Tk, cache)
-        y = attend(hidden, positions, v, mask, self.attn_drop, self.as_original, scale=1.0,
-                   bias=self.b2[:Tk])
-        return self.output(y)
+        return self.output(self.attend(hidden, positions, v, mask, scale=1.0, bias=self.b2[:Tk]))

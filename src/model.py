@@ -188,6 +188,24 @@ class GPT(nn.Module):
             module.bias.data.zero_()
             module.weight.data.fill_(1.0)
 
+    @torch.no_grad()
+    def attention_maps(self, idx):
+        """
+        One forward pass of idx (B, T) that keeps the attention weights of every layer: returns
+        the logits and, in the order the layers run, a list of (layer name, (B, n_head, queries,
+        keys) weights). The perceiver's down block has the basis as queries and the input as keys,
+        its up block the reverse.
+        """
+        layers = [(name, m) for name, m in self.named_modules() if isinstance(m, attention.MultiHeadAttention)]
+        for _, layer in layers:
+            layer.keep_weights = True
+        try:
+            logits, _ = self(idx)
+        finally:
+            for _, layer in layers:
+                layer.keep_weights = False
+        return logits, [(name, layer.weights) for name, layer in layers]
+
     def new_decode_state(self):
         return DecodeState(self.n_layer)
 

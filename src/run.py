@@ -23,12 +23,17 @@ BLOCK_SIZE = 128
 ANSWER_STEPS = 32  # characters decoded after each question
 
 
-
 def variant_options(variant, bottleneck_dim):
     """GPTConfig's options for the variant named on the command line."""
     if variant == "vanilla":
         return {}
     return {variant: True, **({"bottleneck_dim": bottleneck_dim} if variant == "perceiver" else {})}
+
+
+def build_model(variant, bottleneck_dim, vocab_size):
+    """The assignment's model of a variant, over the pretraining corpus's vocabulary."""
+    return model.GPT(model.GPTConfig(vocab_size, BLOCK_SIZE, n_layer=4, n_head=8, n_embd=256,
+                                     **variant_options(variant, bottleneck_dim)))
 
 
 def parse_args(argv=None):
@@ -246,9 +251,7 @@ def main(argv=None):
 
     text = read_text(args.pretrain_corpus_path, "pretraining corpus")
     pretrain_dataset = dataset.CharCorruptionDataset(text, BLOCK_SIZE, name=args.pretrain_corpus_path)
-    mconf = model.GPTConfig(pretrain_dataset.vocab_size, pretrain_dataset.block_size,
-                            n_layer=4, n_head=8, n_embd=256, **variant_options(args.variant, args.bottleneck_dim))
-    gpt = model.GPT(mconf)
+    gpt = build_model(args.variant, args.bottleneck_dim, pretrain_dataset.vocab_size)
     {"pretrain": pretrain, "finetune": finetune, "evaluate": evaluate}[args.function](args, gpt, pretrain_dataset)
 
 

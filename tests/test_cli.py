@@ -4,11 +4,16 @@ import os
 import subprocess
 import sys
 
+import matplotlib.image
 import pytest
 import torch
 
+import dataset
 import run as run_module  # src/run.py, in process; run() below runs it as a command
 from conftest import ROOT, data_path
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import attention_map  # noqa: E402
 
 RUN = os.path.join(ROOT, "src", "run.py")
 VARIANT_FLAGS = {"vanilla": [], "synthesizer": [], "perceiver": ["--bottleneck_dim", "16"], "rope": []}
@@ -37,6 +42,12 @@ def make_workdir(d):
     (d / "dev.tsv").write_text(head("birth_dev.tsv", 6), encoding="utf-8")
     (d / "test.tsv").write_text(head("birth_test_inputs.tsv", 5), encoding="utf-8")
     return d
+
+
+def save_untrained_params(workdir, variant, name):
+    """The params of a new model of the assignment's size for workdir's corpus: no training needed."""
+    corpus = dataset.CharCorruptionDataset((workdir / "wiki.txt").read_text(encoding="utf-8"), run_module.BLOCK_SIZE)
+    torch.save(run_module.build_model(variant, 32, corpus.vocab_size).state_dict(), workdir / name)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +104,13 @@ def test_tf32_only_with_the_flag(workdir, monkeypatch):
     for flags, tf32 in (["--tf32"], True), ([], False):  # ends with torch's default again
         run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "x.params", *flags])
         assert torch.backends.cuda.matmul.allow_tf32 is tf32
+
+
+def test_attention_map_draws_every_layer_and_head(workdir, monkeypatch, capsys):
+    save_untrained_params(workdir, "perceiver", "perceiver.untrained.params")
+    monkeypatch.chdir(workdir)
+    attention_map.main(["perceiver", "wiki.txt", "--reading_params_path", "perceiver.untrained.params",
+                        "--question", "Where was Ann born?", "--outputs_path", "map.png"])
+    assert capsys.readouterr().out.endswith("wrote map.png\n")
+    # 4 layers by 8 heads, each panel 2.2 x 2.4 inches at 150 dpi
+    assert matplotlib.image.imread(workdir / "map.png").shape[:2] == (4 * 2.4 * 150, 8 * 2.2 * 150)

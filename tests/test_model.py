@@ -240,3 +240,23 @@ def test_batched_greedy_decoding_equals_sampling_one_prompt_at_a_time(variant):
     expected = [c[:c.index(stop_id) + 1] if stop_id in c else c for c in one_at_a_time]
     assert utils.greedy_decode(gpt, prompts, steps, stop_id) == expected
     assert any(len(c) < steps for c in expected) and any(len(c) > 1 for c in expected)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_attention_maps_are_the_causal_weights_the_model_computes(variant):
+    gpt = tiny_model(variant)
+    idx = random_ids(2, BLOCK - 1)
+    logits, maps = gpt.attention_maps(idx)
+    assert torch.allclose(logits, gpt(idx)[0], atol=1e-5)  # the same function as without keeping them
+    T, m = BLOCK - 1, VARIANT_OPTIONS["perceiver"]["bottleneck_dim"]
+    if variant == "perceiver":
+        expected = [("down_block.attn", m, T), ("blocks.0.attn", m, m), ("blocks.1.attn", m, m), ("up_block.attn", T, m)]
+    else:
+        expected = [(f"blocks.{n}.attn", T, T) for n in range(LAYERS)]
+    assert [(name, *w.shape[2:]) for name, w in maps] == expected
+    for name, weights in maps:
+        assert weights.shape[:2] == (2, HEADS)
+        assert torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-5), name
+        # query i sees keys 0..i only
+        queries, keys = weights.shape[2:]
+        assert torch.all(weights[..., ~torch.tril(torch.ones(queries, keys, dtype=torch.bool))] == 0), name

@@ -8,11 +8,8 @@ import time
 import pytest
 import torch
 
-import dataset
-import model
-import run as run_module
 import utils
-from test_cli import RUN, make_workdir, run
+from test_cli import RUN, make_workdir, run, save_untrained_params
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +83,6 @@ def test_bad_pretraining_corpus(workdir, text, message):
     (workdir / "bad_wiki.txt").write_text(text, encoding="utf-8")
     fails(workdir, "pretrain", "vanilla", "bad_wiki.txt", "--writing_params_path", "x.params",
           message=f"error: bad_wiki.txt: {message}")
-
-
-def save_untrained_params(workdir, variant, name):
-    """The params of a new model of the assignment's size for workdir's corpus: no training needed."""
-    corpus = dataset.CharCorruptionDataset((workdir / "wiki.txt").read_text(encoding="utf-8"), run_module.BLOCK_SIZE)
-    config = model.GPTConfig(corpus.vocab_size, run_module.BLOCK_SIZE, n_layer=4, n_head=8, n_embd=256,
-                             **run_module.variant_options(variant, 32))
-    torch.save(model.GPT(config).state_dict(), workdir / name)
 
 
 def test_params_of_another_variant(workdir):
