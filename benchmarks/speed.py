@@ -36,7 +36,8 @@ def sync(device):
 
 def build(variant, pretrain_dataset, fast, device, bottleneck_dim):
     args = argparse.Namespace(bottleneck_dim=bottleneck_dim)
-    config = model.GPTConfig(pretrain_dataset.vocab_size, run.BLOCK_SIZE, n_layer=4, n_head=8, n_embd=256,
+    size = {k: v for k, v in run.RECIPE["model"].items() if k != "block_size"}
+    config = model.GPTConfig(pretrain_dataset.vocab_size, run.BLOCK_SIZE, **size,
                              fast=fast, **run.VARIANTS[variant](args))
     return model.GPT(config).to(device)
 
@@ -87,7 +88,7 @@ def main():
     argp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     argp.add_argument("--variants", default="vanilla,perceiver,synthesizer")
     argp.add_argument("--bottleneck_dim", type=int, default=64)
-    argp.add_argument("--batch_size", type=int, default=128)
+    argp.add_argument("--batch_size", type=int, default=run.RECIPE["pretrain"]["batch_size"])
     argp.add_argument("--train_steps", type=int, default=20, help="timed steps (after 5 warm-up steps)")
     argp.add_argument("--rounds", type=int, default=3, help="timed rounds of each; the median is shown")
     argp.add_argument("--baseline_questions", type=int, default=100,

@@ -98,8 +98,18 @@ def test_tf32_only_with_the_flag(workdir, monkeypatch):
         assert torch.backends.cuda.matmul.allow_tf32 is tf32
 
 
+def test_evaluate_places_counts_exact_answers():
+    # london_baseline.py's figure in README: answering "London" to every dev question gets 25 of 500
+    assert utils.evaluate_places(data_path("birth_dev.tsv"), ["London"] * 500) == (500.0, 25.0)
+    assert utils.evaluate_places(data_path("birth_dev.tsv"), ["london"] * 500) == (500.0, 0.0)
+    golds = [line.split("\t")[1] for line in open(data_path("birth_dev.tsv"), encoding="utf-8").read().splitlines()]
+    assert utils.evaluate_places(data_path("birth_dev.tsv"), golds) == (500.0, 500.0)
+    assert utils.evaluate_places(data_path("birth_dev.tsv"), [g + " City" for g in golds]) == (500.0, 0.0)
+    assert utils.evaluate_places(data_path("birth_test_inputs.tsv"), ["London"] * 437) == (0, 0)
+
+
 def test_the_recipe_is_the_assignments():
-    """The one place the tests state the handout's numbers (SPEC.md sections 6 and 7); the rest read run.RECIPE."""
+    """The one place the tests state the handout's numbers; the other tests read run.RECIPE."""
     assert run_module.RECIPE == {
         "model": {"block_size": 128, "n_layer": 4, "n_head": 8, "n_embd": 256},
         "pretrain": {"max_epochs": 650, "batch_size": 128, "learning_rate": "pretrain_lr"},
