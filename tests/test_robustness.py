@@ -280,6 +280,9 @@ def test_an_output_that_would_overwrite_an_input_or_another_output_is_refused(wo
     assert str(error.value) == f"{message}; writing it would lose that file"
 
 
+UNREADABLE = "cannot be read as a checkpoint (truncated, or not written by this trainer)"
+
+
 class WritesAFile:
     """Unpickling this runs code: it creates the file `pwned`."""
 
@@ -292,14 +295,14 @@ def test_a_checkpoint_of_garbage_is_refused(workdir):
     try:
         fails(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "c.params",
               "--finetune_corpus_path", "train.tsv", "--resume",
-              message="error: c.params.ckpt: cannot be read as a checkpoint (truncated, or not written by this trainer)")
+              message=f"error: c.params.ckpt: {UNREADABLE}")
     finally:
         (workdir / "c.params.ckpt").unlink()
 
 
 @pytest.mark.parametrize("content, message", [
-    ("truncated", "cannot be read as a checkpoint (truncated, or not written by this trainer)"),
-    ("code", "cannot be read as a checkpoint (truncated, or not written by this trainer)"),
+    ("truncated", UNREADABLE),
+    ("code", UNREADABLE),
     ("params", "not a checkpoint (it holds no training state; a params file?)"),
 ])
 def test_a_checkpoint_that_is_not_one_is_refused_without_running_its_code(workdir, monkeypatch, content, message):
