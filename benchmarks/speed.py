@@ -35,9 +35,7 @@ def sync(device):
 
 
 def build(variant, pretrain_dataset, as_original, device, bottleneck_dim):
-    config = model.GPTConfig(pretrain_dataset.vocab_size, run.BLOCK_SIZE, n_layer=4, n_head=8, n_embd=256,
-                             as_original=as_original, **run.variant_options(variant, bottleneck_dim))
-    return model.GPT(config).to(device)
+    return run.build_model(variant, bottleneck_dim, pretrain_dataset.vocab_size, as_original=as_original).to(device)
 
 
 def training_flops_per_step(gpt, batch_size, T):
@@ -86,7 +84,7 @@ def main():
     argp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     argp.add_argument("--variants", default="vanilla,perceiver,synthesizer,rope")
     argp.add_argument("--bottleneck_dim", type=int, default=64)
-    argp.add_argument("--batch_size", type=int, default=128)
+    argp.add_argument("--batch_size", type=int, default=run.RECIPE["pretrain"]["batch_size"])
     argp.add_argument("--train_steps", type=int, default=20, help="timed steps (after 5 warm-up steps)")
     argp.add_argument("--rounds", type=int, default=3, help="timed rounds of each; the median is shown")
     argp.add_argument("--baseline_questions", type=int, default=100,

@@ -67,9 +67,9 @@ def main(argv=None):
     run.load_params(gpt, args.reading_params_path, args)
     unknown = sorted(set(args.question) - corpus.stoi.keys())
     if unknown:
-        raise dataset.DataError(f"--question: characters not in the vocabulary: {''.join(unknown)!r}")
+        raise dataset.UserError(f"--question: characters not in the vocabulary: {''.join(unknown)!r}")
     if len(args.question) + run.ANSWER_STEPS > gpt.get_block_size():
-        raise dataset.DataError(f"--question: at most {gpt.get_block_size() - run.ANSWER_STEPS} characters "
+        raise dataset.UserError(f"--question: at most {gpt.get_block_size() - run.ANSWER_STEPS} characters "
                                 f"leave room for the answer")
 
     # answer as evaluation does, then replay what the model read: the question, its MASK and the
@@ -90,6 +90,6 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except dataset.DataError as e:
+    except dataset.UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

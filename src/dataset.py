@@ -15,8 +15,9 @@ PAD_CHAR = "\u25A1"   # □, id 0: fills every example up to block_size; the los
 MASK_CHAR = "\u2047"  # ⁇, id 1: marks where a span was cut out, and ends every answer
 
 
-class DataError(ValueError):
-    """A mistake in a user's data file; the message names the file and the line."""
+class UserError(ValueError):
+    """A mistake in what the user gave: a data file (the message names the file and the line), a
+    params file, or the command's options. run.py prints it as one line and exits with code 2."""
 
 
 def split_lines(text):
@@ -39,7 +40,7 @@ class CharCorruptionDataset(Dataset):
         for special in (PAD_CHAR, MASK_CHAR):
             if special in chars:
                 lineno = data[:data.index(special)].count("\n") + 1
-                raise DataError(f"{name}: line {lineno}: contains the reserved character "
+                raise UserError(f"{name}: line {lineno}: contains the reserved character "
                                 f"{special!r} (U+{ord(special):04X})")
         # ids 0 and 1 are PAD and MASK; the corpus characters follow in sorted order
         chars = [PAD_CHAR, MASK_CHAR] + chars
@@ -49,10 +50,10 @@ class CharCorruptionDataset(Dataset):
         self.vocab_size = len(chars)
         self.data = split_lines(data)
         if not self.data:
-            raise DataError(f"{name}: is empty")
+            raise UserError(f"{name}: is empty")
         for lineno, document in enumerate(self.data, start=1):
             if len(document) < 4:
-                raise DataError(f"{name}: line {lineno}: a document needs at least 4 characters, "
+                raise UserError(f"{name}: line {lineno}: a document needs at least 4 characters, "
                                 f"this one has {len(document)}")
         print(f"data has {len(data)} characters, {self.vocab_size} unique.")
 
@@ -95,21 +96,21 @@ class NameDataset(Dataset):
         # like the original, keep only ASCII characters
         lines = split_lines(data.encode("utf-8").decode("ascii", errors="ignore"))
         if not lines:
-            raise DataError(f"{name}: is empty")
+            raise UserError(f"{name}: is empty")
         self.data = []
         for lineno, line in enumerate(lines, start=1):
             if line.count("\t") != 1:
-                raise DataError(f"{name}: line {lineno}: expected 'question<TAB>place', "
+                raise UserError(f"{name}: line {lineno}: expected 'question<TAB>place', "
                                 f"found {line.count(chr(9))} tabs")
             question, place = line.split("\t")
             if not place.strip():
-                raise DataError(f"{name}: line {lineno}: the place is empty")
+                raise UserError(f"{name}: line {lineno}: the place is empty")
             unknown = sorted(set(line.replace("\t", "")) - self.stoi.keys())
             if unknown:
-                raise DataError(f"{name}: line {lineno}: characters not in the pretraining "
+                raise UserError(f"{name}: line {lineno}: characters not in the pretraining "
                                 f"vocabulary: {''.join(unknown)!r}")
             if len(question) + len(place) + 2 > self.block_size:
-                raise DataError(f"{name}: line {lineno}: question and place exceed "
+                raise UserError(f"{name}: line {lineno}: question and place exceed "
                                 f"block_size={self.block_size} characters")
             self.data.append((question, place))
 
@@ -117,10 +118,10 @@ class NameDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, idx):
-        inp, oup = self.data[idx]
-        x = inp + self.MASK_CHAR + oup + self.MASK_CHAR
+        question, place = self.data[idx]
+        x = question + self.MASK_CHAR + place + self.MASK_CHAR
         x = x + self.PAD_CHAR * (self.block_size - len(x))
-        y = self.PAD_CHAR * (len(inp) - 1) + x[len(inp):]
+        y = self.PAD_CHAR * (len(question) - 1) + x[len(question):]
         x = x[:-1]
         x = torch.tensor([self.stoi[c] for c in x], dtype=torch.long)
         y = torch.tensor([self.stoi[c] for c in y], dtype=torch.long)

@@ -19,7 +19,16 @@ import model
 import trainer
 import utils
 
-BLOCK_SIZE = 128
+# The assignment's recipe: the model's size, and for each way of training the epochs, the batch
+# size and the option that gives the peak learning rate. From scratch the model needs many more
+# epochs than from pretrained params. (The schedule's warmup and final tokens are in train().)
+RECIPE = {
+    "model": {"block_size": 128, "n_layer": 4, "n_head": 8, "n_embd": 256},
+    "pretrain": {"max_epochs": 650, "batch_size": 128, "learning_rate": "pretrain_lr"},
+    "finetune from scratch": {"max_epochs": 75, "batch_size": 256, "learning_rate": "finetune_lr"},
+    "finetune from params": {"max_epochs": 10, "batch_size": 256, "learning_rate": "finetune_lr"},
+}
+BLOCK_SIZE = RECIPE["model"]["block_size"]
 ANSWER_STEPS = 32  # characters decoded after each question
 
 
@@ -30,10 +39,10 @@ def variant_options(variant, bottleneck_dim):
     return {variant: True, **({"bottleneck_dim": bottleneck_dim} if variant == "perceiver" else {})}
 
 
-def build_model(variant, bottleneck_dim, vocab_size):
+def build_model(variant, bottleneck_dim, vocab_size, **options):
     """The assignment's model of a variant, over the pretraining corpus's vocabulary."""
-    return model.GPT(model.GPTConfig(vocab_size, BLOCK_SIZE, n_layer=4, n_head=8, n_embd=256,
-                                     **variant_options(variant, bottleneck_dim)))
+    return model.GPT(model.GPTConfig(vocab_size, **RECIPE["model"], **variant_options(variant, bottleneck_dim),
+                                     **options))
 
 
 def parse_args(argv=None):
@@ -53,6 +62,8 @@ def parse_args(argv=None):
     argp.add_argument("--tb_expt_name", default="run", help="TensorBoard experiment name under expt/")
     # not in the original assignment
     argp.add_argument("--max_epochs", type=int, help="override the number of epochs (quick runs)")
+    argp.add_argument("--shuffle", action="store_true",
+                      help="reshuffle the examples every epoch (the original visits them in order)")
     argp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                       help="auto: CUDA when available, else CPU")
     argp.add_argument("--seed", type=int, default=0, help="seed for every random number generator")
@@ -68,29 +79,44 @@ def parse_args(argv=None):
     return argp.parse_args(argv)
 
 
-# the path options each function requires, and those it reads when they are given
-REQUIRED_PATHS = {
-    "pretrain": ["writing_params_path"],
-    "finetune": ["writing_params_path", "finetune_corpus_path"],
-    "evaluate": ["reading_params_path", "eval_corpus_path", "outputs_path"],
+# Every path option: whether the run reads or writes the file, and the functions that use it,
+# "required" or "optional" (read when given). The pretraining corpus, an argument, is always read.
+PATH_OPTIONS = {
+    "reading_params_path": ("reads", {"finetune": "optional", "evaluate": "required"}),
+    "writing_params_path": ("writes", {"pretrain": "required", "finetune": "required"}),
+    "finetune_corpus_path": ("reads", {"finetune": "required"}),
+    "eval_corpus_path": ("reads", {"evaluate": "required"}),
+    "outputs_path": ("writes", {"evaluate": "required"}),
+    "predictions_csv": ("writes", {"evaluate": "optional"}),
 }
-OPTIONAL_PATHS = {"pretrain": [], "finetune": ["reading_params_path"], "evaluate": ["predictions_csv"]}
-PATH_OPTIONS = ["reading_params_path", "writing_params_path", "finetune_corpus_path", "eval_corpus_path",
-                "outputs_path", "predictions_csv"]
+
+
+def same_file(a, b):
+    return os.path.realpath(a) == os.path.realpath(b) or (
+        os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
 
 
 def check_args(args):
     """Refuse what cannot work before any time is spent; warn about what will be ignored."""
-    for option in REQUIRED_PATHS[args.function]:
-        if getattr(args, option) is None:
-            raise dataset.DataError(f"{args.function} needs --{option}")
-    used = REQUIRED_PATHS[args.function] + OPTIONAL_PATHS[args.function]
-    for option in ("writing_params_path", "outputs_path", "predictions_csv"):
+    used = [o for o, (_, functions) in PATH_OPTIONS.items() if args.function in functions]
+    for option in used:
+        if PATH_OPTIONS[option][1][args.function] == "required" and getattr(args, option) is None:
+            raise dataset.UserError(f"{args.function} needs --{option}")
+    given = [o for o in used if getattr(args, o) is not None]
+    outputs = [o for o in given if PATH_OPTIONS[o][0] == "writes"]
+    for option in outputs:
         path = getattr(args, option)
-        if option in used and path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise dataset.DataError(f"--{option} {path}: the directory {os.path.dirname(path)} does not exist")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise dataset.UserError(f"--{option} {path}: the directory {os.path.dirname(path)} does not exist")
+    # an output written over an input, or over another output, would lose a file
+    names = [("the pretraining corpus", args.pretrain_corpus_path)] + [(f"--{o}", getattr(args, o)) for o in given]
+    for option in outputs:
+        path = getattr(args, option)
+        for name, other in names:
+            if name != f"--{option}" and same_file(path, other):
+                raise dataset.UserError(f"--{option} {path}: is also {name}; writing it would lose that file")
     if args.variant == "perceiver" and not 1 <= args.bottleneck_dim < BLOCK_SIZE:
-        raise dataset.DataError(f"--bottleneck_dim {args.bottleneck_dim}: must be between 1 and {BLOCK_SIZE - 1}")
+        raise dataset.UserError(f"--bottleneck_dim {args.bottleneck_dim}: must be between 1 and {BLOCK_SIZE - 1}")
     ignored = [f"--{o}" for o in PATH_OPTIONS if o not in used and getattr(args, o) is not None]
     if args.variant != "perceiver" and args.bottleneck_dim != 32:
         ignored.append("--bottleneck_dim")
@@ -105,9 +131,9 @@ def read_text(path, what):
         with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError as e:
-        raise dataset.DataError(f"{path}: cannot read the {what}: {e.strerror}") from None
+        raise dataset.UserError(f"{path}: cannot read the {what}: {e.strerror}") from None
     except UnicodeDecodeError as e:
-        raise dataset.DataError(f"{path}: the {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise dataset.UserError(f"{path}: the {what} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def describe_variant(variant, bottleneck_dim):
@@ -131,15 +157,15 @@ def load_params(gpt, path, args):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise dataset.DataError(f"{path}: no such params file") from None
+        raise dataset.UserError(f"{path}: no such params file") from None
     except Exception:  # whatever torch.load raises on a file that is not a saved state_dict
-        raise dataset.DataError(f"{path}: not a params file") from None
+        raise dataset.UserError(f"{path}: not a params file") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise dataset.DataError(f"{path}: not a params file (no state_dict in it)")
+        raise dataset.UserError(f"{path}: not a params file (no state_dict in it)")
     try:
         gpt.load_state_dict(state)
     except RuntimeError:
-        raise dataset.DataError(f"{path}: {why_params_do_not_fit(gpt, state, args)}") from None
+        raise dataset.UserError(f"{path}: {why_params_do_not_fit(gpt, state, args)}") from None
 
 
 def save_params(gpt, path):
@@ -152,15 +178,18 @@ def tensorboard_writer(args):
         args.pretrain_lr, args.finetune_lr))
 
 
-def train(args, gpt, train_dataset, pretrain_dataset, max_epochs, batch_size, learning_rate):
-    max_epochs = args.max_epochs or max_epochs
+def train(args, gpt, train_dataset, pretrain_dataset, recipe):
+    """Train as RECIPE[recipe] says, then save the params."""
+    max_epochs = args.max_epochs or RECIPE[recipe]["max_epochs"]
+    batch_size = RECIPE[recipe]["batch_size"]
+    learning_rate = getattr(args, RECIPE[recipe]["learning_rate"])
     checkpoint_path = args.writing_params_path + ".ckpt"
     if args.resume and not os.path.exists(checkpoint_path):
-        raise dataset.DataError(f"{checkpoint_path}: no checkpoint to resume from")
+        raise dataset.UserError(f"{checkpoint_path}: no checkpoint to resume from")
     config = trainer.TrainerConfig(
         max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
         lr_decay=True, warmup_tokens=512 * 20, final_tokens=200 * len(pretrain_dataset) * BLOCK_SIZE,
-        num_workers=args.num_workers, writer=tensorboard_writer(args), device=args.device,
+        num_workers=args.num_workers, shuffle=args.shuffle, writer=tensorboard_writer(args), device=args.device,
         compile=args.compile, checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every,
         checkpoint_tag=f"{args.function} {describe_variant(args.variant, args.bottleneck_dim)}, "
                        f"epochs={max_epochs} lr={learning_rate} from={args.reading_params_path}")
@@ -174,8 +203,7 @@ def train(args, gpt, train_dataset, pretrain_dataset, max_epochs, batch_size, le
 
 
 def pretrain(args, gpt, pretrain_dataset):
-    train(args, gpt, pretrain_dataset, pretrain_dataset,
-          max_epochs=650, batch_size=128, learning_rate=args.pretrain_lr)
+    train(args, gpt, pretrain_dataset, pretrain_dataset, "pretrain")
 
 
 def finetune(args, gpt, pretrain_dataset):
@@ -184,23 +212,22 @@ def finetune(args, gpt, pretrain_dataset):
         name=args.finetune_corpus_path)
     if args.reading_params_path is not None:
         load_params(gpt, args.reading_params_path, args)
-    # from scratch the model needs many more epochs than from pretrained params
-    max_epochs = 10 if args.reading_params_path is not None else 75
-    train(args, gpt, finetune_dataset, pretrain_dataset,
-          max_epochs=max_epochs, batch_size=256, learning_rate=args.finetune_lr)
+        train(args, gpt, finetune_dataset, pretrain_dataset, "finetune from params")
+    else:
+        train(args, gpt, finetune_dataset, pretrain_dataset, "finetune from scratch")
 
 
 def evaluate(args, gpt, pretrain_dataset):
     load_params(gpt, args.reading_params_path, args)
     lines = dataset.split_lines(read_text(args.eval_corpus_path, "evaluation corpus"))
     if not lines:
-        raise dataset.DataError(f"{args.eval_corpus_path}: is empty")
+        raise dataset.UserError(f"{args.eval_corpus_path}: is empty")
     gpt.to(trainer.resolve_device(args.device))
     prompts, unknown_lines = [], 0
     for lineno, line in enumerate(lines, start=1):
         question = line.split("\t")[0]
         if len(question) + ANSWER_STEPS > gpt.get_block_size():
-            raise dataset.DataError(f"{args.eval_corpus_path}: line {lineno}: the question has {len(question)} "
+            raise dataset.UserError(f"{args.eval_corpus_path}: line {lineno}: the question has {len(question)} "
                                     f"characters; at most {gpt.get_block_size() - ANSWER_STEPS} leave room "
                                     f"for the answer")
         # characters the vocabulary lacks are left out of the question, as NameDataset leaves
@@ -244,7 +271,7 @@ def main(argv=None):
     if args.num_workers is None:
         args.num_workers = 4 if trainer.resolve_device(args.device).startswith("cuda") else 0
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise dataset.DataError("--device cuda: no CUDA device is available")
+        raise dataset.UserError("--device cuda: no CUDA device is available")
     utils.set_seed(args.seed)
     # TF32 rounds the factors of each product to 10-bit mantissas and sums in float32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -258,7 +285,7 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (dataset.DataError, trainer.CheckpointMismatch) as e:
+    except (dataset.UserError, trainer.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except trainer.TrainingStopped as e:

@@ -9,6 +9,7 @@ an epoch boundary. Everything is computed in float32, as in the original: at the
 learning rate of 6e-3, bfloat16 autocast made the vanilla loss climb back after 500 steps and the
 perceiver's loss turn NaN (measured on an H100), and it was no faster at this model size.
 """
+import contextlib
 import math
 import os
 import random
@@ -38,6 +39,7 @@ class TrainerConfig:
     final_tokens = 260e9
     # dataloader, logging and speed
     num_workers = 0
+    shuffle = False          # as in the original: every epoch visits the examples in the same order
     writer = None            # a TensorBoard SummaryWriter, or None
     log_every = 10           # steps between loss read-backs (progress bar and TensorBoard)
     device = "auto"          # "auto" picks CUDA when there is one
@@ -62,18 +64,19 @@ class TrainingStopped(Exception):
     """Training ended early (interrupted, or the loss diverged); the message says what was kept."""
 
 
-class CheckpointMismatch(Exception):
-    """A checkpoint to resume from was written by another run."""
+class CheckpointError(Exception):
+    """A checkpoint to resume from cannot be used: it is unreadable, not a checkpoint, or of another run."""
 
 
 class EpochBatches:
     """
-    The batches of `epochs` shuffled passes over a dataset, as one stream of index lists starting
-    at batch `start_step`. Epoch e is the permutation drawn from seed + e, cut into batches the
-    way a shuffling DataLoader cuts it, so a resumed run sees the very batches it would have seen.
+    The batches of `epochs` passes over a dataset, as one stream of index lists starting at batch
+    `start_step`, cut the way a DataLoader cuts them. Without a seed every epoch goes in the
+    dataset's order, as the original's DataLoader did; with one, epoch e is the permutation drawn
+    from seed + e. Either way a resumed run sees the very batches it would have seen.
     """
 
-    def __init__(self, dataset_size, batch_size, epochs, seed, start_step=0):
+    def __init__(self, dataset_size, batch_size, epochs, seed=None, start_step=0):
         self.dataset_size, self.batch_size = dataset_size, batch_size
         self.seed, self.start_step = seed, start_step
         self.per_epoch = math.ceil(dataset_size / batch_size)
@@ -85,14 +88,19 @@ class EpochBatches:
     def __iter__(self):
         for step in range(self.start_step, self.total_steps):
             epoch, index = divmod(step, self.per_epoch)
-            if index == 0 or step == self.start_step:
+            if self.seed is None:
+                order = list(range(self.dataset_size))
+            elif index == 0 or step == self.start_step:
                 order = torch.randperm(self.dataset_size,
                                        generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
             yield order[index * self.batch_size:(index + 1) * self.batch_size]
 
 
 def rng_state():
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The random generators' states, as tensors and plain types, which torch.load(weights_only=True) reads."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -100,10 +108,35 @@ def rng_state():
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def ctrl_c_ends_the_step():
+    """
+    Yields a list that the first Ctrl-C appends to, so that the training loop can stop after the
+    step in progress, never inside one; a second Ctrl-C interrupts at once. Only the main thread
+    receives signals: elsewhere the list stays empty.
+    """
+    interrupted = []
+
+    def on_interrupt(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
 
 
 class Trainer:
@@ -116,11 +149,12 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.cuda = self.device.startswith("cuda")
         self.model.to(self.device)
-        # compiling wraps the model; self.model stays the plain module whose state_dict is saved
-        self.forward = torch.compile(model) if config.compile else model
+        # training calls the compiled module when there is one; self.model stays the plain module
+        # whose state_dict is saved
+        self.training_module = torch.compile(model) if config.compile else model
         self.tokens = 0  # target positions seen so far, which drive the learning-rate schedule
         self.data_wait = 0.0  # seconds spent waiting for the data loader
-        self.shuffle_seed = int(torch.randint(2 ** 31, ()))
+        self.shuffle_seed = int(torch.randint(2 ** 31, ())) if config.shuffle else None
 
     def learning_rate(self):
         """The original schedule, evaluated at self.tokens."""
@@ -149,7 +183,7 @@ class Trainer:
         """One optimization step on a batch; returns the loss, still on the device."""
         x = x.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
-        _, loss = self.forward(x, y)
+        _, loss = self.training_module(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)
@@ -171,10 +205,19 @@ class Trainer:
 
     def load_checkpoint(self, optimizer):
         """Restore a checkpoint's model and optimizer; returns it for the caller to finish."""
-        state = torch.load(self.config.checkpoint_path, map_location=self.device, weights_only=False)
+        path = self.config.checkpoint_path
+        try:
+            # weights_only: tensors and plain types only, so a crafted file cannot run code
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception:  # whatever torch.load raises on a file it cannot read as tensors and plain values
+            raise CheckpointError(f"{path}: cannot be read as a checkpoint (truncated, or not written by "
+                                  f"this trainer)") from None
+        keys = {"model", "optimizer", "step", "tokens", "shuffle_seed", "rng", "run"}
+        if not isinstance(state, dict) or not keys <= state.keys():
+            raise CheckpointError(f"{path}: not a checkpoint (it holds no training state; a params file?)")
         if state["run"] != self.config.checkpoint_tag:
-            raise CheckpointMismatch(f"{self.config.checkpoint_path}: this checkpoint is of another run "
-                                     f"({state['run']}), not of {self.config.checkpoint_tag}")
+            raise CheckpointError(f"{path}: this checkpoint is of another run "
+                                  f"({state['run']}), not of {self.config.checkpoint_tag}")
         self.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         self.tokens, self.shuffle_seed = state["tokens"], state["shuffle_seed"]
@@ -182,7 +225,7 @@ class Trainer:
 
     def train(self, resume=False):
         """Train for config.max_epochs; with resume, go on from config.checkpoint_path."""
-        model, config = self.model, self.config
+        config = self.config
         optimizer = self.configure_optimizer()
         checkpoint = self.load_checkpoint(optimizer) if resume else None
         start_step = checkpoint["step"] if checkpoint else 0
@@ -193,47 +236,41 @@ class Trainer:
         data_iter = iter(loader)  # this draws a random number: do it before restoring the generators
         if checkpoint:
             set_rng_state(checkpoint["rng"])
-        model.train()
-        pbar = tqdm(initial=start_step, total=batches.total_steps, dynamic_ncols=True)
+        self.model.train()
         start = time.perf_counter()
-        interrupted = []
-
-        def on_interrupt(signum, frame):
-            # the first Ctrl-C ends the run after the step in progress, never inside one
-            if interrupted:
-                raise KeyboardInterrupt
-            interrupted.append(signum)
-
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        previous_handler = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
-        try:
+        with tqdm(initial=start_step, total=batches.total_steps, dynamic_ncols=True) as pbar, \
+                ctrl_c_ends_the_step() as interrupted:
             for step in range(start_step, batches.total_steps):
-                wait_start = time.perf_counter()
-                x, y = next(data_iter)
-                self.data_wait += time.perf_counter() - wait_start
-                loss = self.step(x, y, optimizer)
-                epoch, done = step // batches.per_epoch + 1, step + 1
-                end_of_epoch = done % batches.per_epoch == 0
+                loss = self.step(*self.next_batch(data_iter), optimizer)
+                epoch, end_of_epoch = step // batches.per_epoch + 1, (step + 1) % batches.per_epoch == 0
                 if step % config.log_every == 0 or end_of_epoch or interrupted:
                     self.log(pbar, step, epoch, loss.item())  # before a checkpoint: never save a NaN
                 pbar.update()
                 if end_of_epoch and self.test_dataset is not None:
                     self.log_test_loss(pbar, step, epoch)
-                last = done == batches.total_steps
-                periodic = config.checkpoint_every and end_of_epoch and epoch % config.checkpoint_every == 0
-                if config.checkpoint_path and not last and (interrupted or periodic):
-                    self.save_checkpoint(optimizer, done)
-                if interrupted and not last:
-                    raise TrainingStopped(f"interrupted after step {done} of {batches.total_steps}; "
-                                          + (f"go on with --resume (checkpoint {config.checkpoint_path})"
-                                             if config.checkpoint_path else "nothing was saved"))
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous_handler)
-            pbar.close()
+                if step + 1 < batches.total_steps:
+                    self.checkpoint_or_stop(optimizer, step + 1, batches.total_steps, epoch, end_of_epoch,
+                                            interrupted)
         elapsed = time.perf_counter() - start
         print(f"trained {len(batches)} steps in {elapsed:.1f} s "
               f"({self.data_wait / max(elapsed, 1e-9):.1%} of it waiting for data)")
+
+    def next_batch(self, data_iter):
+        wait_start = time.perf_counter()
+        batch = next(data_iter)
+        self.data_wait += time.perf_counter() - wait_start
+        return batch
+
+    def checkpoint_or_stop(self, optimizer, done, total, epoch, end_of_epoch, interrupted):
+        """Between two steps: save a checkpoint when one is due or Ctrl-C was pressed; stop on Ctrl-C."""
+        config = self.config
+        periodic = config.checkpoint_every and end_of_epoch and epoch % config.checkpoint_every == 0
+        if config.checkpoint_path and (interrupted or periodic):
+            self.save_checkpoint(optimizer, done)
+        if interrupted:
+            raise TrainingStopped(f"interrupted after step {done} of {total}; "
+                                  + (f"go on with --resume (checkpoint {config.checkpoint_path})"
+                                     if config.checkpoint_path else "nothing was saved"))
 
     def diverged(self, what):
         path = self.config.checkpoint_path

@@ -1,4 +1,5 @@
 """The commands of SPEC.md section 9, end to end on a small corpus, for every variant."""
+import contextlib
 import csv
 import os
 import subprocess
@@ -10,6 +11,7 @@ import torch
 
 import dataset
 import run as run_module  # src/run.py, in process; run() below runs it as a command
+import utils
 from conftest import ROOT, data_path
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -114,3 +116,103 @@ def test_attention_map_draws_every_layer_and_head(workdir, monkeypatch, capsys):
     assert capsys.readouterr().out.endswith("wrote map.png\n")
     # 4 layers by 8 heads, each panel 2.2 x 2.4 inches at 150 dpi
     assert matplotlib.image.imread(workdir / "map.png").shape[:2] == (4 * 2.4 * 150, 8 * 2.2 * 150)
+
+
+def test_evaluate_places_counts_exact_answers():
+    # london_baseline.py's figure in README: answering "London" to every dev question gets 25 of 500
+    assert utils.evaluate_places(data_path("birth_dev.tsv"), ["London"] * 500) == (500.0, 25.0)
+    assert utils.evaluate_places(data_path("birth_dev.tsv"), ["london"] * 500) == (500.0, 0.0)
+    golds = [line.split("\t")[1] for line in open(data_path("birth_dev.tsv"), encoding="utf-8").read().splitlines()]
+    assert utils.evaluate_places(data_path("birth_dev.tsv"), golds) == (500.0, 500.0)
+    assert utils.evaluate_places(data_path("birth_dev.tsv"), [g + " City" for g in golds]) == (500.0, 0.0)
+    assert utils.evaluate_places(data_path("birth_test_inputs.tsv"), ["London"] * 437) == (0, 0)
+
+
+def test_the_recipe_is_the_assignments():
+    """The one place the tests state the handout's numbers; the other tests read run.RECIPE."""
+    assert run_module.RECIPE == {
+        "model": {"block_size": 128, "n_layer": 4, "n_head": 8, "n_embd": 256},
+        "pretrain": {"max_epochs": 650, "batch_size": 128, "learning_rate": "pretrain_lr"},
+        "finetune from scratch": {"max_epochs": 75, "batch_size": 256, "learning_rate": "finetune_lr"},
+        "finetune from params": {"max_epochs": 10, "batch_size": 256, "learning_rate": "finetune_lr"},
+    }
+
+
+@pytest.fixture
+def captured_training(workdir, monkeypatch):
+    """Run run.main in workdir with Trainer.train replaced by a recorder of what it was given."""
+    monkeypatch.chdir(workdir)
+    runs = []
+
+    def record(self, resume=False):
+        runs.append((self.config, self.train_dataset))
+
+    def record_config(*args, **kwargs):
+        runs.append(make_config(*args, **kwargs))
+        return runs[-1]
+
+    make_config = run_module.model.GPTConfig
+    monkeypatch.setattr(run_module.model, "GPTConfig", record_config)
+    monkeypatch.setattr(run_module.trainer.Trainer, "train", record)
+    return runs
+
+
+@pytest.mark.parametrize("recipe, args", [
+    ("pretrain", ["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "r_pt.params"]),
+    ("finetune from scratch", ["finetune", "vanilla", "wiki.txt", "--writing_params_path", "r_scratch.params",
+                               "--finetune_corpus_path", "train.tsv"]),
+    ("finetune from params", ["finetune", "vanilla", "wiki.txt", "--writing_params_path", "r_ft.params",
+                              "--finetune_corpus_path", "train.tsv", "--reading_params_path", "r_pt.params"]),
+])
+def test_each_function_trains_with_its_recipe(captured_training, recipe, args):
+    if recipe == "finetune from params":  # params to start from
+        run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "r_pt.params"])
+        captured_training.clear()
+    # learning rates unlike the defaults, to see that each function takes its own
+    run_module.main(args + ["--pretrain_lr", "1e-3", "--finetune_lr", "2e-4"])
+    model_config, (config, train_dataset) = captured_training
+    assert {k: getattr(model_config, k) for k in run_module.RECIPE["model"]} == run_module.RECIPE["model"]
+    expected = run_module.RECIPE[recipe]
+    assert (config.max_epochs, config.batch_size) == (expected["max_epochs"], expected["batch_size"])
+    assert config.learning_rate == {"pretrain_lr": 1e-3, "finetune_lr": 2e-4}[expected["learning_rate"]]
+    assert config.lr_decay and config.warmup_tokens == 512 * 20
+    assert config.final_tokens == 200 * 41 * 128  # the small wiki.txt has 41 documents
+    assert not config.shuffle
+    assert isinstance(train_dataset, dataset.CharCorruptionDataset if recipe == "pretrain" else dataset.NameDataset)
+
+
+def test_evaluation_prompts_are_the_question_then_mask_and_answers_end_at_the_next_mask(captured_training,
+                                                                                      monkeypatch, capsys):
+    run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "e.params"])  # untrained
+    corpus = dataset.CharCorruptionDataset(open("wiki.txt", encoding="utf-8").read(), 128)
+    prompts = []
+
+    def decode(gpt, batch, steps, stop_id):
+        prompts.extend(batch)
+        return [corpus.encode("Rome" + dataset.MASK_CHAR + "x").tolist() for _ in batch]
+
+    monkeypatch.setattr(utils, "greedy_decode", decode)
+    run_module.main(["evaluate", "vanilla", "wiki.txt", "--reading_params_path", "e.params",
+                     "--eval_corpus_path", "dev.tsv", "--outputs_path", "e.predictions"])
+    lines = open("dev.tsv", encoding="utf-8").read().splitlines()
+    assert ["".join(corpus.itos[int(i)] for i in p) for p in prompts] == [
+        line.split("\t")[0] + dataset.MASK_CHAR for line in lines]
+    assert open("e.predictions", encoding="utf-8").read() == "Rome\n" * len(lines)
+    rome = sum(line.split("\t")[1] == "Rome" for line in lines)
+    assert f"Correct: {float(rome)} out of {float(len(lines))}" in capsys.readouterr().out
+
+
+def test_run_writes_params_atomically(captured_training, monkeypatch):
+    with open("a.params", "wb") as f:
+        f.write(b"old")
+
+    def save_and_crash(obj, f):
+        with open(f, "wb") if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f) as file:
+            file.write(b"half")
+        raise KeyboardInterrupt  # killed while writing
+
+    monkeypatch.setattr(torch, "save", save_and_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "a.params"])
+    assert open("a.params", "rb").read() == b"old"
+    assert not [name for name in os.listdir() if name.startswith("a.params.")]

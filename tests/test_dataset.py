@@ -33,7 +33,7 @@ def test_name_dataset_example_byte_for_byte():
     names = dataset.NameDataset(pretrain, "Ann born?\tParis\n")
     assert len(names) == 1
     x, y = names[0]
-    # inp = "Ann born?" (9 characters), x = inp MASK oup MASK PAD..., cut to block_size - 1
+    # question = "Ann born?" (9 characters), x = question MASK place MASK PAD..., cut to block_size - 1
     assert decode(names, x) == "Ann born?" + MASK_CHAR + "Paris"
     assert decode(names, y) == PAD_CHAR * 8 + MASK_CHAR + "Paris" + MASK_CHAR
     assert len(x) == len(y) == 15
@@ -45,10 +45,10 @@ def test_name_dataset_pads_to_block_size_and_keeps_only_ascii():
     assert len(names) == 2
     x, y = names[0]
     assert len(x) == len(y) == BLOCK_SIZE - 1
-    inp = "Where was Zo Ng born?"
-    full = inp + MASK_CHAR + "Zrich" + MASK_CHAR
+    question = "Where was Zo Ng born?"
+    full = question + MASK_CHAR + "Zrich" + MASK_CHAR
     assert decode(names, x) == (full + PAD_CHAR * BLOCK_SIZE)[:BLOCK_SIZE - 1]
-    assert decode(names, y) == PAD_CHAR * (len(inp) - 1) + (full + PAD_CHAR * BLOCK_SIZE)[len(inp):BLOCK_SIZE]
+    assert decode(names, y) == PAD_CHAR * (len(question) - 1) + (full + PAD_CHAR * BLOCK_SIZE)[len(question):BLOCK_SIZE]
 
 
 def corruption_samples(document, n, block_size=BLOCK_SIZE):
@@ -76,6 +76,16 @@ def test_corruption_reconstructs_a_truncation_of_the_document():
         truncated = prefix + masked_content + suffix
         assert document.startswith(truncated)
         assert len(masked_content) >= 1
+
+
+def test_corruption_can_mask_a_span_at_the_start_or_the_end_of_a_document():
+    document = "".join(random.Random(1).choice("abcdefgh ") for _ in range(300))
+    parts = corruption_samples(document, 2000)
+    assert any(prefix == "" for prefix, _, _ in parts)
+    assert any(suffix == "" for _, _, suffix in parts)
+    # and anywhere between: every start position of a 10-character document's span occurs
+    spans = {(len(prefix), len(masked)) for prefix, masked, _ in corruption_samples("abcdefghij", 2000)}
+    assert {start for start, length in spans if length == 2} == set(range(0, 9))
 
 
 def test_corruption_reaches_every_truncation_length_between_4_and_7_8_of_block_size():
@@ -106,7 +116,7 @@ def test_corruption_keeps_a_short_document_whole():
     ("", "is empty"),
 ])
 def test_bad_pretraining_corpus_is_rejected_with_its_line(text, message):
-    with pytest.raises(dataset.DataError, match=message):
+    with pytest.raises(dataset.UserError, match=message):
         dataset.CharCorruptionDataset(text, BLOCK_SIZE)
 
 
@@ -116,5 +126,5 @@ def test_bad_pretraining_corpus_is_rejected_with_its_line(text, message):
 ])
 def test_bad_finetuning_corpus_is_rejected_with_its_line(text, message):
     pretrain = dataset.CharCorruptionDataset("Where was A born? Rome no tab here\n", BLOCK_SIZE)
-    with pytest.raises(dataset.DataError, match=message):
+    with pytest.raises(dataset.UserError, match=message):
         dataset.NameDataset(pretrain, text)

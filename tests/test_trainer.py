@@ -61,3 +61,70 @@ def test_epoch_batches_are_permutations_and_resume_where_they_stopped():
     assert all(sorted(e) == list(range(10)) for e in epochs)
     assert epochs[0] != epochs[1]
     assert list(trainer.EpochBatches(10, 4, 3, seed=5, start_step=4)) == batches[4:]
+
+
+def test_epoch_batches_go_in_the_datasets_order_without_a_seed():
+    assert list(trainer.EpochBatches(10, 4, 2)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] * 2
+    assert list(trainer.EpochBatches(10, 4, 2, start_step=4)) == [[4, 5, 6, 7], [8, 9]]
+
+
+class IndexDataset:
+    """Ten examples that record the order in which they are asked for."""
+
+    def __init__(self):
+        self.asked = []
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, idx):
+        self.asked.append(idx)
+        return torch.full((7,), idx % 9 + 1), torch.full((7,), idx % 9 + 1)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_every_epoch_visits_the_examples_in_order_unless_shuffled(shuffle):
+    data = IndexDataset()
+    t = make_trainer(max_epochs=3, batch_size=4, **({"shuffle": True} if shuffle else {}))  # in order by default
+    t.train_dataset = data
+    t.train()
+    epochs = [data.asked[i:i + 10] for i in (0, 10, 20)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)
+    if shuffle:
+        assert len({tuple(e) for e in epochs}) == 3
+    else:
+        assert epochs == [list(range(10))] * 3  # as the original's DataLoader, which does not shuffle
+
+
+def batch_with_padding():
+    torch.manual_seed(0)
+    x = torch.randint(1, 10, (4, 7))
+    y = torch.randint(1, 10, (4, 7))
+    y[:, :5] = 0  # PAD targets, as before the answer of a NameDataset example
+    return x, y
+
+
+def test_a_step_clips_the_gradient_norm_to_1():
+    t = make_trainer()
+    with torch.no_grad():
+        t.model.head.weight.mul_(100)  # large logits, large gradients
+    x, y = batch_with_padding()
+    loss = t.model(x, y)[1]
+    loss.backward()
+    assert torch.nn.utils.get_total_norm([p.grad for p in t.model.parameters()]) > 10
+    t.step(x, y, t.configure_optimizer())  # the gradients stay in .grad after the step
+    assert torch.nn.utils.get_total_norm([p.grad for p in t.model.parameters()]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_step_counts_every_target_position_and_sets_the_next_rate_after_stepping():
+    t = make_trainer()
+    t.config.learning_rate, t.config.warmup_tokens = 1e-2, 10 ** 9  # the scheduled rate stays near 0 a long time
+    optimizer = t.configure_optimizer()
+    before = [p.detach().clone() for p in t.model.parameters()]
+    x, y = batch_with_padding()
+    t.step(x, y, optimizer)
+    assert t.tokens == y.numel()  # the PAD positions count too, as in the original
+    # the first step runs at the optimizer's initial rate, the full one: Adam moves a weight by about it
+    moved = max((p.detach() - b).abs().max().item() for p, b in zip(t.model.parameters(), before))
+    assert moved > 0.5e-2
+    assert all(g["lr"] == pytest.approx(1e-2 * y.numel() / 10 ** 9) for g in optimizer.param_groups)

@@ -1,0 +1,235 @@
+"""
+Mutation testing, small and without dependencies: plant each realistic bug listed below in a copy
+of the repository, run the tests named for it, and report whether they caught it.
+
+    python scripts/mutants.py [--only NAME,NAME] [--timeout 600] [--list]
+
+A mutant is caught when its tests fail (or run past the timeout), and survives when they pass.
+Its old text must occur exactly once in its file: a mutant whose old text is gone is reported as
+"stale", so that a change to the code cannot silently retire it. Before the mutants, each test
+selection runs once on the unchanged code: one that fails there would make every mutant look
+caught, so the script stops. The repository itself is never modified; the copy lives in a
+temporary directory (src/ and tests/ copied, everything else linked).
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import namedtuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+Mutant = namedtuple("Mutant", "name file old new tests description")
+
+# test selections, as pytest arguments
+DATASET = "tests/test_dataset.py"
+TRAINER = "tests/test_trainer.py"
+RECIPE = "tests/test_cli.py -k recipe"
+EVALUATE = "tests/test_cli.py -k prompts or places"
+SAVE = "tests/test_cli.py -k atomically"
+RESUME = "tests/test_robustness.py -k interrupted_pretraining"
+OUTPUTS = "tests/test_robustness.py -k overwrite or evaluating_into"
+CHECKPOINT = "tests/test_robustness.py -k checkpoint_that_is_not_one or checkpoint_of_garbage"
+
+MUTANTS = [
+    # dataset.py
+    Mutant("span-never-at-start", "src/dataset.py",
+           "start = random.randint(0, len(document) - masked_length)",
+           "start = random.randint(1, len(document) - masked_length)", DATASET,
+           "the masked span never starts at the document's first character"),
+    Mutant("span-never-at-end", "src/dataset.py",
+           "start = random.randint(0, len(document) - masked_length)",
+           "start = random.randint(0, len(document) - masked_length - 1)", DATASET,
+           "the masked span never reaches the document's last character"),
+    Mutant("truncation-3/4", "src/dataset.py", "int(self.block_size * 7 / 8)", "int(self.block_size * 3 / 4)",
+           DATASET, "documents are truncated to at most 3/4 of block_size instead of 7/8"),
+    Mutant("truncation-from-5", "src/dataset.py", "random.randint(4, int(", "random.randint(5, int(",
+           DATASET, "the shortest truncation is 5 characters instead of 4"),
+    Mutant("masked-length-quarter", "src/dataset.py", "random.randint(1, len(document) // 2 - 1)",
+           "random.randint(1, len(document) // 4)", DATASET, "the masked length averages 1/8 instead of 1/4"),
+    Mutant("content-before-suffix", "src/dataset.py",
+           "prefix + MASK_CHAR + suffix + MASK_CHAR + masked_content",
+           "prefix + MASK_CHAR + masked_content + MASK_CHAR + suffix", DATASET,
+           "the masked content stays in place and the suffix moves to the end"),
+    Mutant("y-not-shifted", "src/dataset.py", "self.encode(masked_string[1:])", "self.encode(masked_string[:-1])",
+           DATASET, "span corruption's y is x, not x shifted by one"),
+    Mutant("answer-target-late", "src/dataset.py", "y = self.PAD_CHAR * (len(question) - 1)",
+           "y = self.PAD_CHAR * len(question)", DATASET, "NameDataset's target starts one character late"),
+    Mutant("no-closing-mask", "src/dataset.py", "x = question + self.MASK_CHAR + place + self.MASK_CHAR",
+           "x = question + self.MASK_CHAR + place", DATASET, "NameDataset's answer has no closing MASK"),
+    Mutant("mask-id-0", "src/dataset.py", "chars = [PAD_CHAR, MASK_CHAR] + chars",
+           "chars = [MASK_CHAR, PAD_CHAR] + chars", DATASET, "MASK is id 0 and PAD id 1"),
+    Mutant("keep-non-ascii", "src/dataset.py", 'decode("ascii", errors="ignore")', 'decode("utf-8", errors="ignore")',
+           DATASET, "NameDataset keeps non-ASCII characters"),
+    Mutant("empty-last-document", "src/dataset.py", 'return lines[:-1] if lines[-1] == "" else lines',
+           "return lines", DATASET, "a final newline makes an empty last document"),
+    # trainer.py
+    Mutant("no-clipping", "src/trainer.py",
+           "torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)", "pass",
+           TRAINER, "no gradient clipping"),
+    Mutant("lr-before-step", "src/trainer.py",
+           '        optimizer.step()\n'
+           '        # as in the original, the new rate applies from the next step on\n'
+           '        self.tokens += y.numel()\n'
+           '        for param_group in optimizer.param_groups:\n'
+           '            param_group["lr"] = self.learning_rate()\n',
+           '        self.tokens += y.numel()\n'
+           '        for param_group in optimizer.param_groups:\n'
+           '            param_group["lr"] = self.learning_rate()\n'
+           '        optimizer.step()\n',
+           TRAINER, "the new learning rate is applied before the step instead of after"),
+    Mutant("pads-not-counted", "src/trainer.py", "self.tokens += y.numel()", "self.tokens += int((y != 0).sum())",
+           TRAINER, "padded positions are left out of the token count"),
+    Mutant("decay-on-biases", "src/trainer.py", 'decay = [p for n, p in params.items() if "bias" not in n]',
+           "decay = [p for n, p in params.items() if p.dim() >= 2]", TRAINER,
+           "weight decay only on matrices (nanoGPT's rule), so LayerNorm weights go untrained"),
+    Mutant("adam-betas", "src/trainer.py", "betas = (0.9, 0.95)", "betas = (0.9, 0.999)", TRAINER,
+           "AdamW's default betas instead of the original's"),
+    Mutant("lr-floor-0", "src/trainer.py", "max(0.1, 0.5 *", "max(0.0, 0.5 *", TRAINER,
+           "the cosine decays to 0 instead of 10%"),
+    Mutant("no-warmup", "src/trainer.py", "lr_mult = self.tokens / max(1, config.warmup_tokens)", "lr_mult = 1.0",
+           TRAINER, "no linear warmup"),
+    Mutant("cosine-stops", "src/trainer.py",
+           "progress = (self.tokens - config.warmup_tokens) / max(1, config.final_tokens - config.warmup_tokens)",
+           "progress = min(1.0, (self.tokens - config.warmup_tokens) / max(1, config.final_tokens - "
+           "config.warmup_tokens))", TRAINER, "the cosine stops at final_tokens, unlike the original's"),
+    Mutant("shuffle-by-default", "src/trainer.py", "shuffle = False ", "shuffle = True ", TRAINER,
+           "the trainer reshuffles every epoch by default, unlike the original"),
+    Mutant("resume-mid-epoch-order", "src/trainer.py", "elif index == 0 or step == self.start_step:",
+           "elif index == 0:", TRAINER, "a run resumed mid-epoch has no batch order"),
+    Mutant("resume-without-python-random", "src/trainer.py", '    random.setstate(state["python"])\n', "",
+           RESUME, "a resume does not restore Python's random state"),
+    Mutant("resume-without-torch-random", "src/trainer.py", '    torch.set_rng_state(state["torch"])\n', "",
+           RESUME, "a resume does not restore torch's random state"),
+    Mutant("resume-without-optimizer", "src/trainer.py", '        optimizer.load_state_dict(state["optimizer"])\n',
+           "", RESUME, "a resume starts Adam's moments afresh"),
+    Mutant("resume-without-tokens", "src/trainer.py",
+           'self.tokens, self.shuffle_seed = state["tokens"], state["shuffle_seed"]',
+           'self.shuffle_seed = state["shuffle_seed"]', RESUME, "a resume restarts the learning-rate schedule"),
+    Mutant("checkpoint-unpickles", "src/trainer.py", "map_location=self.device, weights_only=True)",
+           "map_location=self.device, weights_only=False)", CHECKPOINT,
+           "checkpoints load with pickle, so a crafted one runs code"),
+    # run.py
+    Mutant("prompt-with-answer", "src/run.py", 'question = line.split("\\t")[0]', "question = line",
+           EVALUATE, "the evaluation prompt contains the gold answer"),
+    Mutant("prompt-without-mask", "src/run.py", 'encode("".join(known) + dataset.MASK_CHAR)',
+           'encode("".join(known))', EVALUATE, "the evaluation prompt lacks the MASK"),
+    Mutant("answer-not-cut", "src/run.py", ".split(dataset.MASK_CHAR)[0]", '.replace(dataset.MASK_CHAR, "")',
+           EVALUATE, "the prediction runs on past the model's closing MASK"),
+    Mutant("finetune-from-params-75", "src/run.py", '"finetune from params": {"max_epochs": 10,',
+           '"finetune from params": {"max_epochs": 75,', RECIPE, "finetuning from params runs 75 epochs, not 10"),
+    Mutant("finetune-from-scratch-10", "src/run.py", '"finetune from scratch": {"max_epochs": 75,',
+           '"finetune from scratch": {"max_epochs": 10,', RECIPE, "finetuning from scratch runs 10 epochs, not 75"),
+    Mutant("recipes-swapped", "src/run.py",
+           'train(args, gpt, finetune_dataset, pretrain_dataset, "finetune from params")',
+           'train(args, gpt, finetune_dataset, pretrain_dataset, "finetune from scratch")', RECIPE,
+           "finetuning from params follows the from-scratch recipe"),
+    Mutant("pretrain-batch-64", "src/run.py", '"pretrain": {"max_epochs": 650, "batch_size": 128,',
+           '"pretrain": {"max_epochs": 650, "batch_size": 64,', RECIPE, "pretraining at batch 64"),
+    Mutant("pretrain-lr-ignored", "src/run.py", '"batch_size": 128, "learning_rate": "pretrain_lr"',
+           '"batch_size": 128, "learning_rate": "finetune_lr"', RECIPE, "pretraining ignores --pretrain_lr"),
+    Mutant("lr-option-ignored", "src/run.py", 'learning_rate = getattr(args, RECIPE[recipe]["learning_rate"])',
+           "learning_rate = args.pretrain_lr", RECIPE, "finetuning ignores --finetune_lr"),
+    Mutant("two-layers", "src/run.py", '"n_layer": 4,', '"n_layer": 2,', RECIPE, "a model of 2 layers, not 4"),
+    Mutant("final-tokens-of-finetuning", "src/run.py", "final_tokens=200 * len(pretrain_dataset) * BLOCK_SIZE",
+           "final_tokens=200 * len(train_dataset) * BLOCK_SIZE", RECIPE,
+           "final_tokens counted on the finetuning set instead of the pretraining corpus"),
+    Mutant("warmup-halved", "src/run.py", "warmup_tokens=512 * 20", "warmup_tokens=512 * 10", RECIPE,
+           "warmup over 512*10 tokens instead of 512*20"),
+    Mutant("shuffle-always", "src/run.py", "shuffle=args.shuffle", "shuffle=True", RECIPE,
+           "run.py reshuffles every epoch without --shuffle"),
+    Mutant("params-saved-in-place", "src/run.py",
+           'utils.write_atomically(path, lambda f: torch.save(gpt.state_dict(), f), mode="wb")',
+           "torch.save(gpt.state_dict(), path)", SAVE, "run.py writes the params file in place, not atomically"),
+    Mutant("outputs-compared-as-text", "src/run.py", 'if name != f"--{option}" and same_file(path, other):',
+           'if name != f"--{option}" and path == other:', OUTPUTS,
+           "an output is compared with the inputs as text, so ./x or a link to x passes"),
+    Mutant("no-hard-link-check", "src/run.py", "os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))",
+           "False)", OUTPUTS, "an output that is a hard link to an input passes"),
+    # utils.py
+    Mutant("write-in-place", "src/utils.py", 'tmp = f"{path}.tmp{os.getpid()}"', "tmp = path", SAVE,
+           "write_atomically writes the file itself"),
+    Mutant("places-by-prefix", "src/utils.py", "lambda x: x[0] == x[1]", "lambda x: x[1].startswith(x[0])",
+           EVALUATE, "evaluate_places counts a prediction that starts the gold place as correct"),
+    Mutant("seed-skips-random", "src/utils.py", "    random.seed(seed)\n", "", RESUME,
+           "set_seed leaves Python's random generator unseeded"),
+    Mutant("decode-one-late", "src/utils.py", "generating = (position + 1 >= lengths)",
+           "generating = (position >= lengths)", "tests/test_model.py -k greedy",
+           "batched decoding overwrites the last prompt character"),
+]
+
+
+def make_copy():
+    """A temporary repository: src/ and tests/ copied, everything else linked."""
+    copy = tempfile.mkdtemp(prefix="mutants-")
+    for name in os.listdir(ROOT):
+        if name in ("src", "tests"):
+            shutil.copytree(os.path.join(ROOT, name), os.path.join(copy, name),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        elif name != ".git":
+            os.symlink(os.path.join(ROOT, name), os.path.join(copy, name))
+    return copy
+
+
+def run_tests(copy, tests, timeout):
+    """'passed', 'failed', 'timeout', or 'error' (pytest could not run the selection)."""
+    args = tests.split(" -k ", 1)
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", args[0]]
+    if len(args) == 2:
+        command += ["-k", args[1]]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    try:
+        result = subprocess.run(command, cwd=copy, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    return {0: "passed", 1: "failed"}.get(result.returncode, "error")
+
+
+def main():
+    argp = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    argp.add_argument("--only", help="comma-separated mutant names")
+    argp.add_argument("--timeout", type=int, default=600, help="seconds for one mutant's tests")
+    argp.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = argp.parse_args()
+    mutants = [m for m in MUTANTS if not args.only or m.name in args.only.split(",")]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name:30} {m.file:16} {m.description}")
+        return
+    copy = make_copy()
+    try:
+        for tests in dict.fromkeys(m.tests for m in mutants):
+            outcome = run_tests(copy, tests, args.timeout)
+            if outcome != "passed":
+                sys.exit(f"error: on the unchanged code, `pytest {tests}` {outcome}: fix that first")
+        results = []
+        for m in mutants:
+            path = os.path.join(copy, m.file)
+            with open(path, encoding="utf-8") as f:
+                original = f.read()
+            start = time.perf_counter()
+            if original.count(m.old) != 1:
+                outcome = "stale"
+            else:
+                try:
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(original.replace(m.old, m.new))
+                    outcome = {"failed": "caught", "timeout": "caught (timeout)", "passed": "survived",
+                               "error": "error"}[run_tests(copy, m.tests, args.timeout)]
+                finally:
+                    with open(path, "w", encoding="utf-8") as f:
+                        f.write(original)
+            results.append(outcome)
+            print(f"{outcome:16} {m.name:30} {time.perf_counter() - start:5.0f} s  {m.description}", flush=True)
+    finally:
+        shutil.rmtree(copy)
+    caught = sum(r.startswith("caught") for r in results)
+    print(f"\ncaught {caught} of {len(results)} mutants ({caught / len(results):.0%}); "
+          f"survived {results.count('survived')}, stale {results.count('stale')}, error {results.count('error')}")
+
+
+if __name__ == "__main__":
+    main()
