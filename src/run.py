@@ -195,14 +195,15 @@ def finetune(args, gpt, pretrain_dataset):
 def evaluate(args, gpt, pretrain_dataset, stdout):
     load_params(gpt, args.reading_params_path, args)
     lines = dataset.split_lines(read_text(args.eval_corpus_path, "evaluation corpus"))
+    source = "standard input" if args.eval_corpus_path == "-" else args.eval_corpus_path
     if not lines:
-        raise dataset.DataError(f"{args.eval_corpus_path}: is empty")
+        raise dataset.DataError(f"{source}: is empty")
     gpt.to(trainer.resolve_device(args.device))
     prompts, unknown_lines = [], 0
     for lineno, line in enumerate(lines, start=1):
         question = line.split("\t")[0]
         if len(question) + ANSWER_STEPS > BLOCK_SIZE:
-            raise dataset.DataError(f"{args.eval_corpus_path}: line {lineno}: the question has {len(question)} "
+            raise dataset.DataError(f"{source}: line {lineno}: the question has {len(question)} "
                                     f"characters; at most {BLOCK_SIZE - ANSWER_STEPS} leave room for the answer")
         # characters the vocabulary lacks are left out of the question, as NameDataset leaves
         # out non-ASCII ones

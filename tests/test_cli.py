@@ -111,6 +111,9 @@ def test_questions_from_standard_input_answered_on_standard_output(workdir):
         result_line = from_file.stdout.strip().splitlines()[-1]
         assert asked.stderr.strip().splitlines()[-1] == result_line.replace("ask.predictions", "standard output")
     assert result_line.startswith("Correct: ") and result_line.endswith("%")
+    empty = run(workdir, *evaluate, "--eval_corpus_path", "-", "--outputs_path", "-", stdin="", ok=False)
+    assert empty.returncode == 2 and empty.stdout == ""
+    assert empty.stderr.strip().splitlines()[-1] == "error: standard input: is empty"
 
 
 @pytest.mark.parametrize("cuda, mps, device, workers", [
