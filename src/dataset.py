@@ -6,13 +6,16 @@ vocabulary; NameDataset turns "question<TAB>place" lines into finetuning example
 vocabulary. Run `python src/dataset.py charcorruption|namedata` to print a few decoded examples.
 """
 import argparse
+import os
 import random
+import sys
 
 import torch
 from torch.utils.data import Dataset
 
 PAD_CHAR = "\u25A1"   # □, id 0: fills every example up to block_size; the loss ignores it
 MASK_CHAR = "\u2047"  # ⁇, id 1: marks where a span was cut out, and ends every answer
+REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class UserError(ValueError):
@@ -128,15 +131,25 @@ class NameDataset(Dataset):
         return x, y
 
 
+def find_data_file(name):
+    """The path of a data file in the working directory, else at the repository root."""
+    places = [os.getcwd(), REPOSITORY_ROOT]
+    for place in places:
+        if os.path.isfile(os.path.join(place, name)):
+            return os.path.join(place, name)
+    raise UserError(f"{name}: not found in {' nor in '.join(places)}; `bash setup.sh` puts it at the repository root")
+
+
 def main():
     parser = argparse.ArgumentParser(description="Print a few decoded examples of a dataset.")
     parser.add_argument("dataset_type", choices=["namedata", "charcorruption"],
                         help="which dataset to sample from")
     args = parser.parse_args()
     block_size = 128
-    corruption_dataset = CharCorruptionDataset(open("wiki.txt", encoding="utf-8").read(), block_size)
+    corruption_dataset = CharCorruptionDataset(open(find_data_file("wiki.txt"), encoding="utf-8").read(), block_size)
     if args.dataset_type == "namedata":
-        dataset = NameDataset(corruption_dataset, open("birth_places_train.tsv", encoding="utf-8").read())
+        dataset = NameDataset(corruption_dataset,
+                              open(find_data_file("birth_places_train.tsv"), encoding="utf-8").read())
     else:
         dataset = corruption_dataset
     for _, example in zip(range(4), dataset):
@@ -146,4 +159,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -6,6 +6,7 @@ Pretrain, finetune and evaluate the birth-place model:
 Every function takes the pretraining corpus, because the vocabulary is built from it.
 """
 import argparse
+import contextlib
 import csv
 import os
 import sys
@@ -45,30 +46,40 @@ def build_model(variant, bottleneck_dim, vocab_size, **options):
                                      **options))
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, and the default after each option's help (where there is one)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    argp = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    argp = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     argp.add_argument("function", choices=["pretrain", "finetune", "evaluate"])
     argp.add_argument("variant", choices=list(model.VARIANTS))
     argp.add_argument("pretrain_corpus_path", help="the pretraining corpus (wiki.txt); gives the vocabulary")
     argp.add_argument("--reading_params_path", help="params to start from (finetune) or to evaluate")
     argp.add_argument("--writing_params_path", help="where pretrain/finetune save the params")
     argp.add_argument("--finetune_corpus_path", help="question<TAB>place lines to finetune on")
-    argp.add_argument("--eval_corpus_path", help="questions (with or without places) to evaluate on")
-    argp.add_argument("--outputs_path", help="where evaluate writes one prediction per line")
+    argp.add_argument("--eval_corpus_path", help="questions (with or without places) to evaluate on; - reads them "
+                                                 "from standard input")
+    argp.add_argument("--outputs_path", help="where evaluate writes one prediction per line; - writes them to "
+                                             "standard output, and everything else to standard error")
     argp.add_argument("--predictions_csv", help="evaluate also writes question,gold,prediction,correct rows here")
-    argp.add_argument("--pretrain_lr", default=6e-3, type=float)
-    argp.add_argument("--finetune_lr", default=6e-4, type=float)
+    argp.add_argument("--pretrain_lr", default=6e-3, type=float, help="peak learning rate of pretraining")
+    argp.add_argument("--finetune_lr", default=6e-4, type=float, help="peak learning rate of finetuning")
     argp.add_argument("--bottleneck_dim", type=int, default=32, help="perceiver basis length m")
     argp.add_argument("--tb_expt_name", default="run", help="TensorBoard experiment name under expt/")
     # not in the original assignment
-    argp.add_argument("--max_epochs", type=int, help="override the number of epochs (quick runs)")
+    argp.add_argument("--max_epochs", type=int, help="override the number of epochs, for quick runs (default: the assignment's, 650 to "
+                           "pretrain, 75 to finetune from scratch, 10 from pretrained params)")
     argp.add_argument("--shuffle", action="store_true",
                       help="reshuffle the examples every epoch (the original visits them in order)")
-    argp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                      help="auto: CUDA when available, else CPU")
+    argp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                      help="auto: CUDA when available, else an Apple GPU (MPS), else the CPU")
     argp.add_argument("--seed", type=int, default=0, help="seed for every random number generator")
     argp.add_argument("--num_workers", type=int,
-                      help="data-loading processes (default: 4 on CUDA, as the original; 0 on CPU)")
+                      help="data-loading processes (default: 4 on CUDA, as the original; 0 elsewhere)")
     argp.add_argument("--checkpoint_every", type=int, default=10,
                       help="epochs between resumable checkpoints, <writing_params_path>.ckpt (0: only on Ctrl-C)")
     argp.add_argument("--resume", action="store_true",
@@ -102,7 +113,8 @@ def check_args(args):
     for option in used:
         if PATH_OPTIONS[option][1][args.function] == "required" and getattr(args, option) is None:
             raise dataset.UserError(f"{args.function} needs --{option}")
-    given = [o for o in used if getattr(args, o) is not None]
+    # the paths given, less "-" (standard input or output, which no file can clash with)
+    given = [o for o in used if getattr(args, o) not in (None, "-")]
     outputs = [o for o in given if PATH_OPTIONS[o][0] == "writes"]
     for option in outputs:
         path = getattr(args, option)
@@ -127,6 +139,10 @@ def check_args(args):
 
 
 def read_text(path, what):
+    if path == "-":
+        if sys.stdin.isatty():
+            print("type one question per line; end with Ctrl-D", file=sys.stderr)
+        return sys.stdin.read()
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -217,17 +233,18 @@ def finetune(args, gpt, pretrain_dataset):
         train(args, gpt, finetune_dataset, pretrain_dataset, "finetune from scratch")
 
 
-def evaluate(args, gpt, pretrain_dataset):
+def evaluate(args, gpt, pretrain_dataset, stdout):
     load_params(gpt, args.reading_params_path, args)
     lines = dataset.split_lines(read_text(args.eval_corpus_path, "evaluation corpus"))
+    source = "standard input" if args.eval_corpus_path == "-" else args.eval_corpus_path
     if not lines:
-        raise dataset.UserError(f"{args.eval_corpus_path}: is empty")
+        raise dataset.UserError(f"{source}: is empty")
     gpt.to(trainer.resolve_device(args.device))
     prompts, unknown_lines = [], 0
     for lineno, line in enumerate(lines, start=1):
         question = line.split("\t")[0]
         if len(question) + ANSWER_STEPS > gpt.get_block_size():
-            raise dataset.UserError(f"{args.eval_corpus_path}: line {lineno}: the question has {len(question)} "
+            raise dataset.UserError(f"{source}: line {lineno}: the question has {len(question)} "
                                     f"characters; at most {gpt.get_block_size() - ANSWER_STEPS} leave room "
                                     f"for the answer")
         # characters the vocabulary lacks are left out of the question, as NameDataset leaves
@@ -246,14 +263,19 @@ def evaluate(args, gpt, pretrain_dataset):
     # the prediction is what the model wrote between the question's MASK and its own
     predictions = ["".join(pretrain_dataset.itos[i] for i in c).split(dataset.MASK_CHAR)[0]
                    for c in completions]
-    utils.write_atomically(args.outputs_path, lambda f: f.writelines(p + "\n" for p in predictions))
+    if args.outputs_path == "-":
+        stdout.writelines(p + "\n" for p in predictions)
+        stdout.flush()
+    else:
+        utils.write_atomically(args.outputs_path, lambda f: f.writelines(p + "\n" for p in predictions))
     if args.predictions_csv:
         utils.write_atomically(args.predictions_csv, lambda f: write_predictions_csv(f, lines, predictions))
-    total, correct = utils.evaluate_places(args.eval_corpus_path, predictions)
+    total, correct = utils.count_correct_places(lines, predictions)
     if total > 0:
         print(f"Correct: {correct} out of {total}: {correct / total * 100}%")
     else:
-        print(f"Predictions written to {args.outputs_path}; no targets provided")
+        where = "standard output" if args.outputs_path == "-" else args.outputs_path
+        print(f"Predictions written to {where}; no targets provided")
 
 
 def write_predictions_csv(f, lines, predictions):
@@ -267,11 +289,20 @@ def write_predictions_csv(f, lines, predictions):
 
 def main(argv=None):
     args = parse_args(argv)
+    stdout = sys.stdout
+    # with --outputs_path -, standard output carries the predictions and nothing else
+    with contextlib.redirect_stdout(sys.stderr if args.outputs_path == "-" else stdout):
+        run_function(args, stdout)
+
+
+def run_function(args, stdout):
     check_args(args)
+    if args.device != "auto" and not trainer.device_available(args.device):
+        raise dataset.UserError(f"--device {args.device}: no {args.device.upper()} device is available")
     if args.num_workers is None:
-        args.num_workers = 4 if trainer.resolve_device(args.device).startswith("cuda") else 0
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise dataset.UserError("--device cuda: no CUDA device is available")
+        # the original's 4 workers on CUDA; elsewhere the main process loads the data (it keeps
+        # up with a CPU, and worker processes are a known source of hangs on macOS)
+        args.num_workers = 4 if trainer.resolve_device(args.device) == "cuda" else 0
     utils.set_seed(args.seed)
     # TF32 rounds the factors of each product to 10-bit mantissas and sums in float32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
@@ -279,7 +310,10 @@ def main(argv=None):
     text = read_text(args.pretrain_corpus_path, "pretraining corpus")
     pretrain_dataset = dataset.CharCorruptionDataset(text, BLOCK_SIZE, name=args.pretrain_corpus_path)
     gpt = build_model(args.variant, args.bottleneck_dim, pretrain_dataset.vocab_size)
-    {"pretrain": pretrain, "finetune": finetune, "evaluate": evaluate}[args.function](args, gpt, pretrain_dataset)
+    if args.function == "evaluate":
+        evaluate(args, gpt, pretrain_dataset, stdout)
+    else:
+        {"pretrain": pretrain, "finetune": finetune}[args.function](args, gpt, pretrain_dataset)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ class TrainerConfig:
     shuffle = False          # as in the original: every epoch visits the examples in the same order
     writer = None            # a TensorBoard SummaryWriter, or None
     log_every = 10           # steps between loss read-backs (progress bar and TensorBoard)
-    device = "auto"          # "auto" picks CUDA when there is one
+    device = "auto"          # "auto" picks CUDA, then MPS, then the CPU
     compile = False          # torch.compile the model
     # resumable checkpoints: written every checkpoint_every epochs (0: never) and on Ctrl-C
     checkpoint_path = None   # None: no checkpoints at all
@@ -54,9 +54,16 @@ class TrainerConfig:
             setattr(self, k, v)
 
 
+def device_available(name):
+    """Whether torch can run on the device "cpu", "cuda" or "mps" (an Apple GPU) here."""
+    return {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+            "mps": torch.backends.mps.is_available}[name]()
+
+
 def resolve_device(name):
+    """ "auto" is the first device available of CUDA, MPS and the CPU; other names stay as they are."""
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return next(d for d in ("cuda", "mps", "cpu") if device_available(d))
     return name
 
 

@@ -101,15 +101,20 @@ def evaluate_places(filepath, predicted_places):
     Returns: (total, correct), floats
     """
     with open(filepath, encoding="utf-8") as fin:
-        lines = [x.strip().split("\t") for x in fin]
-        if len(lines[0]) == 1:
-            print("No gold birth places provided; returning (0,0)")
-            return (0, 0)
-        true_places = [x[1] for x in lines]
-        total = len(true_places)
-        assert total == len(predicted_places)
-        correct = len(list(filter(lambda x: x[0] == x[1], zip(true_places, predicted_places))))
-        return (float(total), float(correct))
+        return count_correct_places(list(fin), predicted_places)
+
+
+def count_correct_places(lines, predicted_places):
+    """evaluate_places on the lines of the file (with or without their newlines), already read."""
+    lines = [x.strip().split("\t") for x in lines]
+    if len(lines[0]) == 1:
+        print("No gold birth places provided; returning (0,0)")
+        return (0, 0)
+    true_places = [x[1] for x in lines]
+    total = len(true_places)
+    assert total == len(predicted_places)
+    correct = len(list(filter(lambda x: x[0] == x[1], zip(true_places, predicted_places))))
+    return (float(total), float(correct))
 
 
 def write_atomically(path, write, mode="w"):

@@ -12,6 +12,7 @@ import torch
 import dataset
 import run as run_module  # src/run.py, in process; run() below runs it as a command
 import utils
+import trainer
 from conftest import ROOT, data_path
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -21,8 +22,8 @@ RUN = os.path.join(ROOT, "src", "run.py")
 VARIANT_FLAGS = {"vanilla": [], "synthesizer": [], "perceiver": ["--bottleneck_dim", "16"], "rope": []}
 
 
-def run(cwd, *args, ok=True, epochs="1", env=None):
-    result = subprocess.run([sys.executable, RUN, *args, "--max_epochs", epochs], cwd=cwd,
+def run(cwd, *args, ok=True, epochs="1", env=None, stdin=None):
+    result = subprocess.run([sys.executable, RUN, *args, "--max_epochs", epochs], cwd=cwd, input=stdin,
                             capture_output=True, text=True, timeout=600, env=env)
     if ok:
         assert result.returncode == 0, result.stderr
@@ -216,3 +217,52 @@ def test_run_writes_params_atomically(captured_training, monkeypatch):
         run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "a.params"])
     assert open("a.params", "rb").read() == b"old"
     assert not [name for name in os.listdir() if name.startswith("a.params.")]
+
+
+def test_questions_from_standard_input_answered_on_standard_output(workdir):
+    run(workdir, "finetune", "vanilla", "wiki.txt", "--writing_params_path", "ask.params",
+        "--finetune_corpus_path", "train.tsv")
+    evaluate = ("evaluate", "vanilla", "wiki.txt", "--reading_params_path", "ask.params")
+    for corpus in ("test.tsv", "dev.tsv"):  # questions alone, then with their places
+        from_file = run(workdir, *evaluate, "--eval_corpus_path", corpus, "--outputs_path", "ask.predictions")
+        text = (workdir / corpus).read_text(encoding="utf-8")
+        asked = run(workdir, *evaluate, "--eval_corpus_path", "-", "--outputs_path", "-", stdin=text)
+        # standard output holds the predictions alone, the same as written to a file
+        assert asked.stdout == (workdir / "ask.predictions").read_text(encoding="utf-8")
+        assert "number of parameters" in asked.stderr and "data has" in asked.stderr
+        result_line = from_file.stdout.strip().splitlines()[-1]
+        assert asked.stderr.strip().splitlines()[-1] == result_line.replace("ask.predictions", "standard output")
+    assert result_line.startswith("Correct: ") and result_line.endswith("%")
+    empty = run(workdir, *evaluate, "--eval_corpus_path", "-", "--outputs_path", "-", stdin="", ok=False)
+    assert empty.returncode == 2 and empty.stdout == ""
+    assert empty.stderr.strip().splitlines()[-1] == "error: standard input: is empty"
+
+
+@pytest.mark.parametrize("cuda, mps, device, workers", [
+    (True, True, "cuda", 4), (False, True, "mps", 0), (False, False, "cpu", 0)])
+def test_auto_device_is_cuda_then_mps_then_cpu(workdir, monkeypatch, cuda, mps, device, workers):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    chosen = []
+    monkeypatch.setattr(run_module, "pretrain", lambda args, *_: chosen.append(args))
+    run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "x.params"])
+    assert trainer.resolve_device(chosen[0].device) == device
+    assert chosen[0].num_workers == workers  # worker processes only on CUDA
+
+
+@pytest.mark.parametrize("device, name", [("cuda", "CUDA"), ("mps", "MPS")])
+def test_a_device_that_is_not_there_is_refused(workdir, monkeypatch, device, name):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(dataset.UserError, match=f"^--device {device}: no {name} device is available$"):
+        run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "x.params", "--device", device])
+
+
+def test_help_shows_the_defaults():
+    help_text = subprocess.run([sys.executable, RUN, "--help"], capture_output=True, text=True).stdout
+    for default in ("(default: 0.006)", "(default: 0.0006)", "(default: 32)", "(default: run)", "(default: auto)",
+                    "(default: 10)"):
+        assert default in help_text
+    assert "    python src/run.py pretrain|finetune|evaluate" in help_text  # the description as written

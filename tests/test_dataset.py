@@ -1,10 +1,13 @@
 """The vocabulary and the two datasets, rule by rule (SPEC.md sections 3 to 5)."""
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
 import dataset
-from conftest import data_path
+from conftest import ROOT, data_path
 from dataset import MASK_CHAR, PAD_CHAR
 
 BLOCK_SIZE = 128
@@ -128,3 +131,31 @@ def test_bad_finetuning_corpus_is_rejected_with_its_line(text, message):
     pretrain = dataset.CharCorruptionDataset("Where was A born? Rome no tab here\n", BLOCK_SIZE)
     with pytest.raises(dataset.UserError, match=message):
         dataset.NameDataset(pretrain, text)
+
+
+def test_examples_command_reads_the_working_directorys_data_first(tmp_path):
+    script = os.path.join(ROOT, "src", "dataset.py")
+    corpus = "Ada Lovelace. She was born in London.\nWhere was Alan Turing born? In Maida Vale.\n"
+    (tmp_path / "wiki.txt").write_text(corpus, encoding="utf-8")
+    (tmp_path / "birth_places_train.tsv").write_text("Where was Ada Lovelace born?\tLondon\n", encoding="utf-8")
+    here = subprocess.run([sys.executable, script, "namedata"], cwd=tmp_path, capture_output=True, text=True)
+    assert here.returncode == 0, here.stderr
+    assert f"data has {len(corpus)} characters" in here.stdout
+    assert "x: Where was Ada Lovelace born?\u2047London\u2047" in here.stdout
+    # from a directory without data, the repository root's files
+    data_path("wiki.txt")
+    (tmp_path / "elsewhere").mkdir()
+    root = subprocess.run([sys.executable, script, "charcorruption"], cwd=tmp_path / "elsewhere",
+                          capture_output=True, text=True)
+    assert root.returncode == 0, root.stderr
+    assert "data has 418352 characters, 256 unique." in root.stdout
+    assert len([line for line in root.stdout.splitlines() if line.startswith(("x: ", "y: "))]) == 8
+
+
+def test_examples_command_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dataset, "REPOSITORY_ROOT", str(tmp_path / "root"))
+    with pytest.raises(dataset.UserError) as error:
+        dataset.find_data_file("wiki.txt")
+    assert str(error.value) == (f"wiki.txt: not found in {tmp_path} nor in {tmp_path / 'root'}; "
+                                "`bash setup.sh` puts it at the repository root")
