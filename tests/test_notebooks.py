@@ -33,11 +33,12 @@ def test_assignment_notebook_runs_every_command(tmp_path):
          '"wiki.txt", "train.tsv", "dev.tsv", "test.tsv"'),
         ('EPOCHS = ""', 'EPOCHS = "--max_epochs 1"'),
     ]))
-    for variant in ("vanilla", "perceiver", "synthesizer"):
+    for variant in ("vanilla", "perceiver", "synthesizer", "rope"):
         assert (tmp_path / f"{variant}.pretrain.dev.predictions").read_text(encoding="utf-8").count("\n") == 6
         assert (tmp_path / f"{variant}.pretrain.test.predictions").read_text(encoding="utf-8").count("\n") == 5
     assert (tmp_path / "vanilla.nopretrain.dev.predictions").exists()
     assert (tmp_path / "losses.png").stat().st_size > 10_000
+    assert (tmp_path / "attention.png").stat().st_size > 10_000
     assert "PyTorch" in text
     assert f"working in {tmp_path}" in text  # the Colab-only clone skipped itself
     answers = re.findall(r"^Where was (?:Ada Lovelace|Alan Turing) born\? -> (.*)$", text, re.MULTILINE)
