@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the assignment's whole pipeline (the commands of SPEC.md section 9) for every variant:
+# Runs the assignment's whole pipeline (the commands in README.md, "The full pipeline") for every variant:
 # finetune without pretraining, then pretrain + finetune for vanilla, perceiver (m=64),
 # synthesizer and rope, each evaluated on the dev and test questions. Predictions land at the top level
 # under the assignment's names; logs/<stage>.log keeps each command's output and logs/times.txt

@@ -71,8 +71,9 @@ def parse_args(argv=None):
     argp.add_argument("--bottleneck_dim", type=int, default=32, help="perceiver basis length m")
     argp.add_argument("--tb_expt_name", default="run", help="TensorBoard experiment name under expt/")
     # not in the original assignment
-    argp.add_argument("--max_epochs", type=int, help="override the number of epochs, for quick runs (default: the assignment's, 650 to "
-                           "pretrain, 75 to finetune from scratch, 10 from pretrained params)")
+    argp.add_argument("--max_epochs", type=int, help="override the number of epochs, for quick runs (default: "
+                                                     "the assignment's, 650 to pretrain, 75 to finetune from "
+                                                     "scratch, 10 from pretrained params)")
     argp.add_argument("--shuffle", action="store_true",
                       help="reshuffle the examples every epoch (the original visits them in order)")
     argp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],

@@ -1,4 +1,7 @@
-"""The commands of SPEC.md section 9, end to end on a small corpus, for every variant."""
+"""
+The commands of the handout (README.md, "The full pipeline"), end to end on a small corpus, for
+every variant.
+"""
 import contextlib
 import csv
 import os

@@ -1,4 +1,4 @@
-"""The vocabulary and the two datasets, rule by rule (SPEC.md sections 3 to 5)."""
+"""The vocabulary and the two datasets, rule by rule (the handout's rules, README.md "Map of the code")."""
 import os
 import random
 import subprocess

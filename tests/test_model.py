@@ -1,4 +1,7 @@
-"""The model and its four attention variants (SPEC.md section 6), and greedy decoding."""
+"""
+The model and its four attention variants (the handouts' equations, written out head by head in
+tests/reference.py), and greedy decoding.
+"""
 import math
 
 import pytest
@@ -250,7 +253,8 @@ def test_attention_maps_are_the_causal_weights_the_model_computes(variant):
     assert torch.allclose(logits, gpt(idx)[0], atol=1e-5)  # the same function as without keeping them
     T, m = BLOCK - 1, VARIANT_OPTIONS["perceiver"]["bottleneck_dim"]
     if variant == "perceiver":
-        expected = [("down_block.attn", m, T), ("blocks.0.attn", m, m), ("blocks.1.attn", m, m), ("up_block.attn", T, m)]
+        expected = [("down_block.attn", m, T), ("blocks.0.attn", m, m), ("blocks.1.attn", m, m),
+                    ("up_block.attn", T, m)]
     else:
         expected = [(f"blocks.{n}.attn", T, T) for n in range(LAYERS)]
     assert [(name, *w.shape[2:]) for name, w in maps] == expected

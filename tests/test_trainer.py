@@ -1,4 +1,4 @@
-"""The optimizer and the learning-rate schedule (SPEC.md section 7)."""
+"""The optimizer and the learning-rate schedule, as the original trainer has them (README.md "What differs")."""
 import math
 
 import pytest
