@@ -20,7 +20,6 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 import dataset  # noqa: E402
-import model  # noqa: E402
 import run  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
@@ -32,10 +31,6 @@ PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def build(variant, pretrain_dataset, as_original, device, bottleneck_dim):
-    return run.build_model(variant, bottleneck_dim, pretrain_dataset.vocab_size, as_original=as_original).to(device)
 
 
 def training_flops_per_step(gpt, batch_size, T):
@@ -110,12 +105,12 @@ def main():
 
     rows = []
     for variant in args.variants.split(","):
-        ours = build(variant, pretrain_dataset, False, device, args.bottleneck_dim)
+        ours = run.build_model(variant, args.bottleneck_dim, pretrain_dataset.vocab_size).to(device)
         if args.params:
             args.variant = variant
             run.load_params(ours, os.path.join(args.params, f"{variant}.finetune.params"), args)
             ours.to(device)
-        base = build(variant, pretrain_dataset, True, device, args.bottleneck_dim)
+        base = run.build_model(variant, args.bottleneck_dim, pretrain_dataset.vocab_size, as_original=True).to(device)
         base.load_state_dict(ours.state_dict())
         eval_state = {k: v.clone() for k, v in ours.state_dict().items()}
 

@@ -65,18 +65,15 @@ def main(argv=None):
                                            run.BLOCK_SIZE, name=args.pretrain_corpus_path)
     gpt = run.build_model(args.variant, args.bottleneck_dim, corpus.vocab_size)
     run.load_params(gpt, args.reading_params_path, args)
-    unknown = sorted(set(args.question) - corpus.stoi.keys())
-    if unknown:
-        raise dataset.UserError(f"--question: characters not in the vocabulary: {''.join(unknown)!r}")
-    if len(args.question) + run.ANSWER_STEPS > gpt.get_block_size():
-        raise dataset.UserError(f"--question: at most {gpt.get_block_size() - run.ANSWER_STEPS} characters "
-                                f"leave room for the answer")
+    run.check_question_length(gpt, args.question, "--question")
 
-    # answer as evaluation does, then replay what the model read: the question, its MASK and the
-    # answer it wrote (the closing MASK it wrote last was never read)
-    prompt = corpus.encode(args.question + dataset.MASK_CHAR)
-    completion = utils.greedy_decode(gpt, [prompt], run.ANSWER_STEPS, stop_id=corpus.stoi[dataset.MASK_CHAR])[0]
-    read = args.question + dataset.MASK_CHAR + "".join(corpus.itos[i] for i in completion[:-1])
+    # answer as evaluation does, then replay what the model read: the question (less characters
+    # the vocabulary lacks), its MASK and the answer it wrote (the closing MASK it wrote last was
+    # never read)
+    prompt = run.prompt_text(args.question, corpus)
+    completion = utils.greedy_decode(gpt, [corpus.encode(prompt)], run.ANSWER_STEPS,
+                                     stop_id=corpus.stoi[dataset.MASK_CHAR])[0]
+    read = prompt + "".join(corpus.itos[i] for i in completion[:-1])
     answer = "".join(corpus.itos[i] for i in completion).split(dataset.MASK_CHAR)[0]
     _, maps = gpt.attention_maps(corpus.encode(read)[None])
 

@@ -116,8 +116,8 @@ MUTANTS = [
     # run.py
     Mutant("prompt-with-answer", "src/run.py", 'question = line.split("\\t")[0]', "question = line",
            EVALUATE, "the evaluation prompt contains the gold answer"),
-    Mutant("prompt-without-mask", "src/run.py", 'encode("".join(known) + dataset.MASK_CHAR)',
-           'encode("".join(known))', EVALUATE, "the evaluation prompt lacks the MASK"),
+    Mutant("prompt-without-mask", "src/run.py", "if c in pretrain_dataset.stoi) + dataset.MASK_CHAR",
+           "if c in pretrain_dataset.stoi)", EVALUATE, "the evaluation prompt lacks the MASK"),
     Mutant("answer-not-cut", "src/run.py", ".split(dataset.MASK_CHAR)[0]", '.replace(dataset.MASK_CHAR, "")',
            EVALUATE, "the prediction runs on past the model's closing MASK"),
     Mutant("finetune-from-params-75", "src/run.py", '"finetune from params": {"max_epochs": 10,',

@@ -234,6 +234,18 @@ def finetune(args, gpt, pretrain_dataset):
         train(args, gpt, finetune_dataset, pretrain_dataset, "finetune from scratch")
 
 
+def prompt_text(question, pretrain_dataset):
+    """What the model reads before answering: the question, less the characters the vocabulary
+    lacks (as NameDataset leaves out non-ASCII ones), then MASK."""
+    return "".join(c for c in question if c in pretrain_dataset.stoi) + dataset.MASK_CHAR
+
+
+def check_question_length(gpt, question, where):
+    if len(question) + ANSWER_STEPS > gpt.get_block_size():
+        raise dataset.UserError(f"{where}: the question has {len(question)} characters; at most "
+                                f"{gpt.get_block_size() - ANSWER_STEPS} leave room for the answer")
+
+
 def evaluate(args, gpt, pretrain_dataset, stdout):
     load_params(gpt, args.reading_params_path, args)
     lines = dataset.split_lines(read_text(args.eval_corpus_path, "evaluation corpus"))
@@ -244,15 +256,10 @@ def evaluate(args, gpt, pretrain_dataset, stdout):
     prompts, unknown_lines = [], 0
     for lineno, line in enumerate(lines, start=1):
         question = line.split("\t")[0]
-        if len(question) + ANSWER_STEPS > gpt.get_block_size():
-            raise dataset.UserError(f"{source}: line {lineno}: the question has {len(question)} "
-                                    f"characters; at most {gpt.get_block_size() - ANSWER_STEPS} leave room "
-                                    f"for the answer")
-        # characters the vocabulary lacks are left out of the question, as NameDataset leaves
-        # out non-ASCII ones
-        known = [c for c in question if c in pretrain_dataset.stoi]
-        unknown_lines += len(known) < len(question)
-        prompts.append(pretrain_dataset.encode("".join(known) + dataset.MASK_CHAR))
+        check_question_length(gpt, question, f"{source}: line {lineno}")
+        prompt = prompt_text(question, pretrain_dataset)
+        unknown_lines += len(prompt) - 1 < len(question)
+        prompts.append(pretrain_dataset.encode(prompt))
     if unknown_lines:
         print(f"warning: {unknown_lines} questions had characters outside the vocabulary, left out",
               file=sys.stderr)
