@@ -34,6 +34,9 @@ RESUME = "tests/test_robustness.py -k interrupted_pretraining"
 OUTPUTS = "tests/test_robustness.py -k overwrite or evaluating_into"
 CHECKPOINT = "tests/test_robustness.py -k checkpoint_that_is_not_one or checkpoint_of_garbage"
 MODEL = "tests/test_model.py"
+SLICES = "tests/test_trainer.py -k micro_batches or processes"
+PRECISION = "tests/test_trainer.py -k precision"
+TORCHRUN = "tests/test_cli.py -k torchrun or micro_batch"
 
 MUTANTS = [
     # dataset.py
@@ -150,6 +153,26 @@ MUTANTS = [
            "an output is compared with the inputs as text, so ./x or a link to x passes"),
     Mutant("no-hard-link-check", "src/run.py", "os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))",
            "False)", OUTPUTS, "an output that is a hard link to an input passes"),
+    # slices of a batch, several processes, precision
+    Mutant("slices-weigh-alike", "src/trainer.py", "return [(xs, ys, int(cs.sum()) / total)",
+           "return [(xs, ys, len(ys) / len(y))", SLICES,
+           "each slice's loss weighs by its examples, not by its share of the batch's targets"),
+    Mutant("processes-not-summed", "src/trainer.py", "(slice_loss * (weight * self.world_size)).backward()",
+           "(slice_loss * weight).backward()", SLICES,
+           "DDP's average over processes is not undone: the gradient is 1/N of the batch's"),
+    Mutant("no-ddp", "src/trainer.py", "self.ddp = DistributedDataParallel(model) if self.world_size > 1 else None",
+           "self.ddp = None", SLICES, "torchrun's processes never average their gradients"),
+    Mutant("every-process-whole-batch", "src/trainer.py",
+           "share = slice(*(len(y) * r // self.world_size for r in (self.rank, self.rank + 1)))",
+           "share = slice(None)", SLICES, "every process trains on the whole batch instead of its share"),
+    Mutant("bf16-scores", "src/attention.py", "if torch.is_autocast_enabled(q.device.type):", "if False:",
+           PRECISION, "under bfloat16 autocast the attention scores are made in bfloat16"),
+    Mutant("bf16-ignored", "src/trainer.py", 'enabled=self.config.precision == "bf16"', "enabled=False",
+           PRECISION, "--precision bf16 trains in float32"),
+    Mutant("cpu-whole-batch", "src/run.py", "args.micro_batch_size = CPU_MICRO_BATCH", "pass", TORCHRUN,
+           "the CPU trains finetuning's 256 examples at once (7 GiB)"),
+    Mutant("every-process-logs", "src/run.py", "writer=tensorboard_writer(args) if args.rank == 0 else None",
+           "writer=tensorboard_writer(args)", TORCHRUN, "every torchrun process writes TensorBoard logs"),
     # attention.py
     Mutant("no-causal-mask", "src/attention.py",
            "return None if cache is not None else self.mask[0, 0, :Tq, :Tk].bool()", "return None", MODEL,

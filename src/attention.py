@@ -133,6 +133,11 @@ class MultiHeadAttention(nn.Module):
         return None if cache is not None else self.mask[0, 0, :Tq, :Tk].bool()
 
     def attend(self, q, k, v, mask, scale=None, bias=None):
+        if torch.is_autocast_enabled(q.device.type):
+            # in float32 even under bfloat16 autocast: rounding the scores (or the queries and keys
+            # they are made of) to 8-bit mantissas is what made bfloat16 training diverge (REPORT.md)
+            with torch.autocast(q.device.type, enabled=False):
+                return self.attend(q.float(), k.float(), v.float(), mask, scale, bias)
         if self.keep_weights:  # to look inside: the explicit softmax, whose weights can be kept
             self.weights = attention_weights(q, k, mask, scale, bias)
             return self.attn_drop(self.weights) @ v

@@ -151,6 +151,8 @@ class DecodeState:
 class GPT(nn.Module):
     """The full GPT language model, with a context size of block_size."""
 
+    ignore_index = 0  # targets that count for no loss: the datasets' PAD character
+
     def __init__(self, config):
         super().__init__()
         variant = VARIANTS[config.variant]
@@ -242,5 +244,6 @@ class GPT(nn.Module):
             state.position += t
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=0)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
+                                   ignore_index=self.ignore_index)
         return logits, loss

@@ -31,6 +31,9 @@ RECIPE = {
 }
 BLOCK_SIZE = RECIPE["model"]["block_size"]
 ANSWER_STEPS = 32  # characters decoded after each question
+# a CPU trains the batch in slices of this many examples: a quarter of the memory of finetuning's
+# 256 at once, and no slower
+CPU_MICRO_BATCH = 64
 
 
 def variant_options(variant, bottleneck_dim):
@@ -85,9 +88,15 @@ def parse_args(argv=None):
                       help="epochs between resumable checkpoints, <writing_params_path>.ckpt (0: only on Ctrl-C)")
     argp.add_argument("--resume", action="store_true",
                       help="go on from <writing_params_path>.ckpt, left by an interrupted run")
-    argp.add_argument("--compile", action="store_true", help="torch.compile the model for training")
-    argp.add_argument("--tf32", action="store_true",
-                      help="on CUDA, multiply float32 matrices in TF32 (as REPORT.md's runs did; the original did not)")
+    argp.add_argument("--compile", action="store_true",
+                      help="torch.compile the forward and backward passes for training (CUDA graphs on one GPU)")
+    argp.add_argument("--precision", default="fp32", choices=list(trainer.PRECISIONS),
+                      help="; ".join(f"{k}: {v}" for k, v in trainer.PRECISIONS.items()))
+    argp.add_argument("--tf32", action="store_const", dest="precision", const="tf32",
+                      help="the same as --precision tf32 (REPORT.md's GPU runs used it)")
+    argp.add_argument("--micro_batch_size", type=int,
+                      help="examples per forward and backward pass, the same gradient in less memory "
+                           f"(default: {CPU_MICRO_BATCH} on the CPU, the whole batch on a GPU)")
     return argp.parse_args(argv)
 
 
@@ -206,17 +215,21 @@ def train(args, gpt, train_dataset, pretrain_dataset, recipe):
     config = trainer.TrainerConfig(
         max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
         lr_decay=True, warmup_tokens=512 * 20, final_tokens=200 * len(pretrain_dataset) * BLOCK_SIZE,
-        num_workers=args.num_workers, shuffle=args.shuffle, writer=tensorboard_writer(args), device=args.device,
-        compile=args.compile, checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every,
+        num_workers=args.num_workers, shuffle=args.shuffle, device=args.device, compile=args.compile,
+        precision=args.precision, micro_batch_size=args.micro_batch_size,
+        # the processes of a torchrun job train alike: the first one alone writes logs and files
+        writer=tensorboard_writer(args) if args.rank == 0 else None, checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every,
         checkpoint_tag=f"{args.function} {describe_variant(args.variant, args.bottleneck_dim)}, "
                        f"epochs={max_epochs} lr={learning_rate} from={args.reading_params_path}")
     try:
         trainer.Trainer(gpt, train_dataset, None, config).train(resume=args.resume)
     finally:
-        config.writer.close()
-    save_params(gpt, args.writing_params_path)
-    if os.path.exists(checkpoint_path):
-        os.remove(checkpoint_path)  # the run is complete: its params file supersedes it
+        if config.writer:
+            config.writer.close()
+    if args.rank == 0:
+        save_params(gpt, args.writing_params_path)
+        if os.path.exists(checkpoint_path):
+            os.remove(checkpoint_path)  # the run is complete: its params file supersedes it
 
 
 def pretrain(args, gpt, pretrain_dataset):
@@ -300,20 +313,29 @@ def main(argv=None):
     stdout = sys.stdout
     # with --outputs_path -, standard output carries the predictions and nothing else
     with contextlib.redirect_stdout(sys.stderr if args.outputs_path == "-" else stdout):
-        run_function(args, stdout)
+        try:
+            run_function(args, stdout)
+        finally:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 def run_function(args, stdout):
     check_args(args)
     if args.device != "auto" and not trainer.device_available(args.device):
         raise dataset.UserError(f"--device {args.device}: no {args.device.upper()} device is available")
+    device = trainer.resolve_device(args.device)
     if args.num_workers is None:
         # the original's 4 workers on CUDA; elsewhere the main process loads the data (it keeps
         # up with a CPU, and worker processes are a known source of hangs on macOS)
-        args.num_workers = 4 if trainer.resolve_device(args.device) == "cuda" else 0
+        args.num_workers = 4 if device == "cuda" else 0
+    if args.micro_batch_size is None and device == "cpu":
+        args.micro_batch_size = CPU_MICRO_BATCH
+    if args.function == "evaluate" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise dataset.UserError("evaluate runs in one process: start it with python, not torchrun")
+    args.rank, _ = trainer.init_distributed(device)
     utils.set_seed(args.seed)
-    # TF32 rounds the factors of each product to 10-bit mantissas and sums in float32
-    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    trainer.set_precision(args.precision)
 
     text = read_text(args.pretrain_corpus_path, "pretraining corpus")
     pretrain_dataset = dataset.CharCorruptionDataset(text, BLOCK_SIZE, name=args.pretrain_corpus_path)

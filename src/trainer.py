@@ -4,9 +4,14 @@ this file really has anything to do with GPT specifically.
 
 Speed without changing the recipe: the loss is read back from the GPU only every `log_every`
 steps, so the host never waits for the device in between; AdamW runs as one fused kernel on CUDA;
-and the data loader's workers serve all epochs as one stream, so they never stop and restart at
-an epoch boundary. Everything is computed in float32, as in the original (REPORT.md says why
-not bfloat16).
+the data loader's workers serve all epochs as one stream, so they never stop and restart at an
+epoch boundary; and with `compile` the forward and backward passes run as compiled kernels,
+replayed as CUDA graphs on one GPU. Everything is computed in float32 unless `precision` says
+otherwise, as in the original.
+
+A batch may be cut into slices, for less memory (`micro_batch_size`) or for several processes
+(torchrun: each takes a 1/N share of every batch): each slice's loss is weighted by its share of
+the batch's target positions, so the gradient is the whole batch's, as in one pass.
 """
 import contextlib
 import math
@@ -18,6 +23,8 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -42,7 +49,9 @@ class TrainerConfig:
     writer = None            # a TensorBoard SummaryWriter, or None
     log_every = 10           # steps between loss read-backs (progress bar and TensorBoard)
     device = "auto"          # "auto" picks CUDA, then MPS, then the CPU
-    compile = False          # torch.compile the model
+    compile = False          # torch.compile the forward and backward passes
+    precision = "fp32"       # a key of PRECISIONS
+    micro_batch_size = None  # examples per forward and backward pass (None: the whole batch at once)
     # resumable checkpoints: written every checkpoint_every epochs (0: never) and on Ctrl-C
     checkpoint_path = None   # None: no checkpoints at all
     checkpoint_every = 10
@@ -51,6 +60,35 @@ class TrainerConfig:
     def __init__(self, **kwargs):
         for k, v in kwargs.items():
             setattr(self, k, v)
+
+
+# What each precision computes in. The float32 ones differ only in CUDA's matrix products: TF32
+# rounds their factors to 10-bit mantissas and sums in float32.
+PRECISIONS = {
+    "fp32": "float32 throughout, as in the original",
+    "tf32": "float32, with TF32 matrix products on CUDA",
+    "bf16": "bfloat16 matrix products (autocast), attention scores and softmax in float32",
+}
+
+
+def set_precision(precision):
+    """Set the process-wide switches of a key of PRECISIONS (bf16's autocast is the Trainer's)."""
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
+def init_distributed(device):
+    """
+    Under torchrun with several processes, join its process group (NCCL on CUDA, where "cuda" is
+    then this process's own GPU; gloo elsewhere). Returns this process's rank and the world size.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size == 1:
+        return 0, 1
+    if device == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return dist.get_rank(), world_size
 
 
 def device_available(name):
@@ -155,9 +193,17 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.cuda = self.device.startswith("cuda")
         self.model.to(self.device)
-        # training calls the compiled module when there is one; self.model stays the plain module
-        # whose state_dict is saved
-        self.training_module = torch.compile(model) if config.compile else model
+        if config.precision not in PRECISIONS:
+            raise ValueError(f"precision {config.precision!r}: not one of {', '.join(PRECISIONS)}")
+        self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+        # training calls training_module; self.model stays the plain module whose state_dict is saved
+        self.ddp = DistributedDataParallel(model) if self.world_size > 1 else None
+        self.training_module = self.ddp or model
+        # CUDA graphs replay a whole pass as one launch; DDP's hooks cannot run inside one
+        self.cuda_graphs = config.compile and self.cuda and self.ddp is None
+        if config.compile:
+            self.training_module = torch.compile(self.training_module, dynamic=False,
+                                                 mode="reduce-overhead" if self.cuda_graphs else None)
         self.tokens = 0  # target positions seen so far, which drive the learning-rate schedule
         self.data_wait = 0.0  # seconds spent waiting for the data loader
         self.shuffle_seed = int(torch.randint(2 ** 31, ())) if config.shuffle else None
@@ -186,13 +232,23 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, fused=self.cuda)
 
     def step(self, x, y, optimizer):
-        """One optimization step on a batch; returns the loss, still on the device."""
-        x = x.to(self.device, non_blocking=True)
-        y = y.to(self.device, non_blocking=True)
-        _, loss = self.training_module(x, y)
+        """One optimization step on a batch; returns this process's share of its loss, still on the device."""
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)
+        loss = 0.0
+        slices = self.slices(x, y)
+        for i, (xs, ys, weight) in enumerate(slices):
+            xs = xs.to(self.device, non_blocking=True)
+            ys = ys.to(self.device, non_blocking=True)
+            last = i == len(slices) - 1
+            # DDP averages the gradients over the processes when the last slice's are ready
+            with (self.ddp.no_sync() if self.ddp and not last else contextlib.nullcontext()), \
+                    torch.autocast(self.device.split(":")[0], torch.bfloat16, enabled=self.config.precision == "bf16"):
+                if self.cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                _, slice_loss = self.training_module(xs, ys)
+            (slice_loss * (weight * self.world_size)).backward()
+            loss = loss + slice_loss.detach() * weight
+        self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)
         optimizer.step()
         # as in the original, the new rate applies from the next step on
         self.tokens += y.numel()
@@ -200,10 +256,25 @@ class Trainer:
             param_group["lr"] = self.learning_rate()
         return loss
 
+    def slices(self, x, y):
+        """
+        This process's share of the batch (x, y), in slices of at most micro_batch_size examples,
+        each with its weight: its share of the batch's target positions (the model's loss is the
+        mean over the targets it does not ignore), so that the weighted losses add up to the batch's.
+        """
+        counted = y != self.model.ignore_index
+        total = max(int(counted.sum()), 1)
+        size = self.config.micro_batch_size or len(y)
+        share = slice(*(len(y) * r // self.world_size for r in (self.rank, self.rank + 1)))
+        return [(xs, ys, int(cs.sum()) / total)
+                for xs, ys, cs in zip(x[share].split(size), y[share].split(size), counted[share].split(size))]
+
     def save_checkpoint(self, optimizer, step):
         """Everything needed to go on after `step` steps exactly as if never stopped."""
         if not all(p.isfinite().all() for p in self.model.parameters()):
             raise self.diverged(f"the weights became NaN or infinite by step {step}")
+        if self.rank > 0:
+            return  # the processes hold the same weights: the first one saves them
         state = {"model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                  "tokens": self.tokens, "shuffle_seed": self.shuffle_seed, "rng": rng_state(),
                  "run": self.config.checkpoint_tag}
@@ -237,29 +308,47 @@ class Trainer:
         start_step = checkpoint["step"] if checkpoint else 0
         batches = EpochBatches(len(self.train_dataset), config.batch_size, config.max_epochs,
                                self.shuffle_seed, start_step)
+        smallest_batch = min(config.batch_size, len(self.train_dataset) % config.batch_size or config.batch_size)
+        if smallest_batch < self.world_size:
+            raise ValueError(f"a batch of {smallest_batch} examples cannot be shared by {self.world_size} processes")
         loader = DataLoader(self.train_dataset, batch_sampler=batches, num_workers=config.num_workers,
                             pin_memory=self.cuda)
         data_iter = iter(loader)  # this draws a random number: do it before restoring the generators
         if checkpoint:
             set_rng_state(checkpoint["rng"])
+        if self.world_size > 1:
+            # every process makes the same batches (Python's generator, seeded alike, makes the
+            # examples) but needs dropout masks of its own (torch's generator)
+            torch.manual_seed(int(torch.randint(2 ** 62, ())) + self.rank)
         self.model.train()
         start = time.perf_counter()
-        with tqdm(initial=start_step, total=batches.total_steps, dynamic_ncols=True) as pbar, \
+        with tqdm(initial=start_step, total=batches.total_steps, dynamic_ncols=True, disable=self.rank > 0) as pbar, \
                 ctrl_c_ends_the_step() as interrupted:
             for step in range(start_step, batches.total_steps):
                 loss = self.step(*self.next_batch(data_iter), optimizer)
                 epoch, end_of_epoch = step // batches.per_epoch + 1, (step + 1) % batches.per_epoch == 0
-                if step % config.log_every == 0 or end_of_epoch or interrupted:
-                    self.log(pbar, step, epoch, loss.item())  # before a checkpoint: never save a NaN
+                stop = False
+                # one process stops at once on Ctrl-C; several agree on it at the next read-back
+                if step % config.log_every == 0 or end_of_epoch or (interrupted and self.world_size == 1):
+                    loss_value, stop = self.read_back(loss, interrupted)
+                    self.log(pbar, step, epoch, loss_value)  # before a checkpoint: never save a NaN
                 pbar.update()
                 if end_of_epoch and self.test_dataset is not None:
                     self.log_test_loss(pbar, step, epoch)
                 if step + 1 < batches.total_steps:
-                    self.checkpoint_or_stop(optimizer, step + 1, batches.total_steps, epoch, end_of_epoch,
-                                            interrupted)
+                    self.checkpoint_or_stop(optimizer, step + 1, batches.total_steps, epoch, end_of_epoch, stop)
         elapsed = time.perf_counter() - start
-        print(f"trained {len(batches)} steps in {elapsed:.1f} s "
-              f"({self.data_wait / max(elapsed, 1e-9):.1%} of it waiting for data)")
+        if self.rank == 0:
+            print(f"trained {len(batches)} steps in {elapsed:.1f} s "
+                  f"({self.data_wait / max(elapsed, 1e-9):.1%} of it waiting for data)")
+
+    def read_back(self, loss, interrupted):
+        """The batch's loss and whether to stop, the same in every process."""
+        if self.world_size == 1:
+            return loss.item(), bool(interrupted)
+        both = torch.stack([loss, torch.tensor(float(bool(interrupted)), device=loss.device)])
+        dist.all_reduce(both)  # the processes' shares of the loss add up to the batch's
+        return both[0].item(), both[1].item() > 0
 
     def next_batch(self, data_iter):
         wait_start = time.perf_counter()
@@ -267,13 +356,13 @@ class Trainer:
         self.data_wait += time.perf_counter() - wait_start
         return batch
 
-    def checkpoint_or_stop(self, optimizer, done, total, epoch, end_of_epoch, interrupted):
+    def checkpoint_or_stop(self, optimizer, done, total, epoch, end_of_epoch, stop):
         """Between two steps: save a checkpoint when one is due or Ctrl-C was pressed; stop on Ctrl-C."""
         config = self.config
         periodic = config.checkpoint_every and end_of_epoch and epoch % config.checkpoint_every == 0
-        if config.checkpoint_path and (interrupted or periodic):
+        if config.checkpoint_path and (stop or periodic):
             self.save_checkpoint(optimizer, done)
-        if interrupted:
+        if stop:
             raise TrainingStopped(f"interrupted after step {done} of {total}; "
                                   + (f"go on with --resume (checkpoint {config.checkpoint_path})"
                                      if config.checkpoint_path else "nothing was saved"))
@@ -291,6 +380,8 @@ class Trainer:
         if self.config.writer is not None:
             self.config.writer.add_scalar("train/loss", loss_value, step)
             self.config.writer.add_scalar("train/lr", lr, step)
+            # before clipping to grad_norm_clip: how far the step would have gone
+            self.config.writer.add_scalar("train/grad_norm", self.grad_norm.item(), step)
 
     def log_test_loss(self, pbar, step, epoch):
         test_loss = self.test_loss()

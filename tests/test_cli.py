@@ -104,12 +104,30 @@ def test_a_seed_makes_training_deterministic(workdir):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_tf32_only_with_the_flag(workdir, monkeypatch):
+def test_precision_and_micro_batch_options(workdir, monkeypatch):
     monkeypatch.chdir(workdir)
-    monkeypatch.setattr(run_module, "pretrain", lambda *args: None)  # only the set-up is under test
-    for flags, tf32 in (["--tf32"], True), ([], False):  # ends with torch's default again
-        run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "x.params", *flags])
-        assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    seen = []  # only the set-up is under test
+    monkeypatch.setattr(run_module, "pretrain", lambda args, *rest: seen.append(
+        (args.precision, torch.backends.cuda.matmul.allow_tf32, args.micro_batch_size)))
+    for flags in ["--tf32"], ["--precision", "bf16", "--micro_batch_size", "8"], []:  # ends with torch's default
+        run_module.main(["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "x.params", "--device", "cpu",
+                         *flags])
+    assert seen == [("tf32", True, run_module.CPU_MICRO_BATCH), ("bf16", False, 8),
+                    ("fp32", False, run_module.CPU_MICRO_BATCH)]
+
+
+def test_torchrun_trains_in_two_processes_and_the_first_writes(workdir, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             RUN, "pretrain", "vanilla", "wiki.txt", "--writing_params_path", str(tmp_path / "p.params"),
+                             "--max_epochs", "2", "--checkpoint_every", "1", "--tb_expt_name", "torchrun_test"],
+                            cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("trained 2 steps") == 1
+    assert os.listdir(tmp_path) == ["p.params"]  # and no checkpoint left behind
+    params = torch.load(tmp_path / "p.params", weights_only=True)
+    run_module.build_model("vanilla", 32, params["tok_emb.weight"].size(0)).load_state_dict(params)
+    logs = [d for d in os.listdir(workdir / "expt" / "pretrain") if d.startswith("torchrun_test")]
+    assert len(logs) == 1 and len(os.listdir(workdir / "expt" / "pretrain" / logs[0])) == 1  # one TensorBoard file
 
 
 def test_attention_map_draws_every_layer_and_head(workdir, monkeypatch, capsys):

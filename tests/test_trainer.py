@@ -1,11 +1,19 @@
 """The optimizer and the learning-rate schedule, as the original trainer has them (README.md "What differs")."""
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import attention
+import distributed_worker
 import model
 import trainer
+
+
+attend = attention.attend
 
 
 def make_trainer(**options):
@@ -128,3 +136,67 @@ def test_a_step_counts_every_target_position_and_sets_the_next_rate_after_steppi
     moved = max((p.detach() - b).abs().max().item() for p, b in zip(t.model.parameters(), before))
     assert moved > 0.5e-2
     assert all(g["lr"] == pytest.approx(1e-2 * y.numel() / 10 ** 9) for g in optimizer.param_groups)
+
+
+
+def one_step(x, y, **options):
+    """The loss and the gradients of one step of the tiny model, without dropout, on (x, y)."""
+    gpt = distributed_worker.tiny_model()
+    t = trainer.Trainer(gpt, None, None, trainer.TrainerConfig(device="cpu", **options))
+    loss = t.step(x, y, t.configure_optimizer())
+    return loss, {n: p.grad for n, p in gpt.named_parameters()}
+
+
+def first_examples(n):
+    return (torch.stack(t) for t in zip(*distributed_worker.examples()[:n]))
+
+
+def test_micro_batches_give_the_gradient_of_the_whole_batch():
+    x, y = first_examples(7)  # 8, 7, ..., 2 targets that count
+    whole_loss, whole_grads = one_step(x, y)
+    sliced_loss, sliced_grads = one_step(x, y, micro_batch_size=3)  # slices of 3, 3 and 1 examples
+    assert sliced_loss.item() == pytest.approx(whole_loss.item(), rel=1e-6)
+    for name, grad in whole_grads.items():
+        torch.testing.assert_close(sliced_grads[name], grad, rtol=1e-5, atol=1e-7)
+
+
+def test_two_processes_train_as_one(tmp_path):
+    """torchrun, 2 CPU processes (gloo): each trains on its share of every batch, in slices."""
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_worker.py")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    worker, str(tmp_path / "params")], check=True, timeout=300, capture_output=True)
+    rank0, rank1 = (torch.load(tmp_path / f"params.rank{r}", weights_only=True) for r in (0, 1))
+    one_process = distributed_worker.train()
+    for name, value in one_process.items():
+        assert torch.equal(rank0[name], rank1[name]), name
+        # the key bias moves every score of a query alike: its gradient is 0 but for rounding,
+        # which AdamW's normalisation turns into full-sized steps
+        if not name.startswith("blocks.0.attn.key.bias"):
+            torch.testing.assert_close(rank0[name], value, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(one_process["head.weight"], distributed_worker.tiny_model().head.weight)
+
+
+def test_the_compiled_step_is_the_eager_step():
+    x, y = first_examples(6)
+    eager_loss, eager_grads = one_step(x, y)
+    compiled_loss, compiled_grads = one_step(x, y, compile=True)
+    assert compiled_loss.item() == pytest.approx(eager_loss.item(), rel=1e-5)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[name], grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision, products", [("fp32", torch.float32), ("tf32", torch.float32),
+                                                 ("bf16", torch.bfloat16)])
+def test_every_precision_trains(precision, products, monkeypatch):
+    seen = []  # the dtypes of a projection's output and of the queries that attention gets
+    monkeypatch.setattr(attention, "attend", lambda q, *args: seen.append(("attention", q.dtype)) or attend(q, *args))
+    gpt = distributed_worker.tiny_model()
+    gpt.blocks[0].attn.value.register_forward_hook(lambda m, i, out: seen.append(("projection", out.dtype)))
+    x, y = first_examples(14)
+    t = trainer.Trainer(gpt, list(zip(x, y)), None, trainer.TrainerConfig(
+        max_epochs=30, batch_size=7, learning_rate=3e-2, device="cpu", precision=precision))
+    before = gpt(x, y)[1].item()
+    seen.clear()
+    t.train()
+    assert set(seen) == {("projection", products), ("attention", torch.float32)}
+    assert gpt(x, y)[1].item() < before / 2
