@@ -19,6 +19,7 @@ the weights are random and every answer runs the full 32 steps. This is a benchm
 it prints figures and checks only that both decoders give the same predictions.
 """
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -51,6 +52,7 @@ def reset_peak_memory(device):
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     elif os.path.exists("/proc/self/clear_refs"):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # give back what earlier rows freed but glibc kept
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # Linux: the resident set's high-water mark starts again from now
 
@@ -145,7 +147,8 @@ def main():
     argp.add_argument("--train_steps", type=int, default=20, help=f"timed steps (after {WARMUP_STEPS} warm-up steps)")
     argp.add_argument("--rounds", type=int, default=3, help="timed rounds of each; the median is shown")
     argp.add_argument("--baseline_questions", type=int, default=100,
-                      help="dev questions for the slow one-at-a-time loop (ours also runs on all 500); 0: no evaluation")
+                      help="dev questions for the slow one-at-a-time loop (ours also runs on all 500); "
+                           "0: no evaluation")
     argp.add_argument("--params", help="directory with <variant>.finetune.params to evaluate")
     argp.add_argument("--pretrain", action="store_true", help="also time a whole vanilla pretraining process")
     argp.add_argument("--pretrain_epochs", type=int, help="cut that pretraining short (default: the recipe's 650)")
@@ -212,8 +215,8 @@ def main():
                                               compile=mode == "compiled", micro_batch_size=args.micro_batch_size))
                 row = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
                 row["compile_s"] = runs[0]["compile_s"]  # later rounds reuse what the first one compiled
-                mfu = training_flops_per_step(ours, args.batch_size, run.BLOCK_SIZE - 1) / (row["step_ms"] / 1e3) / peak \
-                    if peak else None
+                flops = training_flops_per_step(ours, args.batch_size, run.BLOCK_SIZE - 1)
+                mfu = flops / (row["step_ms"] / 1e3) / peak if peak else None
                 put("training", {"variant": variant, "precision": precision, "mode": mode, **row, "mfu": mfu,
                                  "baseline": base_row}, "variant", "precision", "mode")
                 mfu_text = f"{mfu:6.1%}" if mfu is not None else "     -"
@@ -232,7 +235,8 @@ def main():
             same = sum(a == b for a, b in zip(base_answers, ours_answers))
             put("evaluation", {"variant": variant, "questions": len(subset), "baseline_s": base_s, "ours_s": ours_sub_s,
                                "same_predictions": same, "ours_all_500_s": ours_all_s}, "variant")
-            print(f"{'':12} evaluation of {len(subset)} dev questions: baseline {base_s:.2f} s, ours {ours_sub_s:.2f} s "
+            print(f"{'':12} evaluation of {len(subset)} dev questions: baseline {base_s:.2f} s, "
+                  f"ours {ours_sub_s:.2f} s "
                   f"({base_s / ours_sub_s:.1f}x), {same} the same; ours on all 500: {ours_all_s:.2f} s")
 
     if args.pretrain:

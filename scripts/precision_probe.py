@@ -86,7 +86,8 @@ def main():
             row = [step, loss, t.grad_norm.item(), largest["score"], largest["logit"], t.learning_rate()]
             rows.writerow(row)
             f.flush()
-            print("step {} loss {:.4f} grad_norm {:.3f} largest score {:.1f} largest logit {:.1f} lr {:.2e}".format(*row))
+            print("step {} loss {:.4f} grad_norm {:.3f} largest score {:.1f} largest logit {:.1f} lr {:.2e}"
+                  .format(*row))
 
 
 if __name__ == "__main__":

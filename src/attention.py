@@ -134,8 +134,9 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q, k, v, mask, scale=None, bias=None):
         if torch.is_autocast_enabled(q.device.type):
-            # in float32 even under bfloat16 autocast: rounding the scores (or the queries and keys
-            # they are made of) to 8-bit mantissas is what made bfloat16 training diverge (REPORT.md)
+            # in float32 even under bfloat16 autocast: scores reach the hundreds at this learning
+            # rate, where bfloat16's 8-bit mantissa is off by up to 1 (the likely cause of the
+            # bfloat16 divergence in REPORT.md)
             with torch.autocast(q.device.type, enabled=False):
                 return self.attend(q.float(), k.float(), v.float(), mask, scale, bias)
         if self.keep_weights:  # to look inside: the explicit softmax, whose weights can be kept

@@ -218,7 +218,8 @@ def train(args, gpt, train_dataset, pretrain_dataset, recipe):
         num_workers=args.num_workers, shuffle=args.shuffle, device=args.device, compile=args.compile,
         precision=args.precision, micro_batch_size=args.micro_batch_size,
         # the processes of a torchrun job train alike: the first one alone writes logs and files
-        writer=tensorboard_writer(args) if args.rank == 0 else None, checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every,
+        writer=tensorboard_writer(args) if args.rank == 0 else None,
+        checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every,
         checkpoint_tag=f"{args.function} {describe_variant(args.variant, args.bottleneck_dim)}, "
                        f"epochs={max_epochs} lr={learning_rate} from={args.reading_params_path}")
     try:

@@ -118,7 +118,8 @@ def test_precision_and_micro_batch_options(workdir, monkeypatch):
 
 def test_torchrun_trains_in_two_processes_and_the_first_writes(workdir, tmp_path):
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             RUN, "pretrain", "vanilla", "wiki.txt", "--writing_params_path", str(tmp_path / "p.params"),
+                             RUN, "pretrain", "vanilla", "wiki.txt",
+                             "--writing_params_path", str(tmp_path / "p.params"),
                              "--max_epochs", "2", "--checkpoint_every", "1", "--tb_expt_name", "torchrun_test"],
                             cwd=workdir, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
