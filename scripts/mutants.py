@@ -72,8 +72,9 @@ MUTANTS = [
            "return lines", DATASET, "a final newline makes an empty last document"),
     # trainer.py
     Mutant("no-clipping", "src/trainer.py",
-           "torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)", "pass",
-           TRAINER, "no gradient clipping"),
+           "torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_norm_clip)",
+           "torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters()])",
+           TRAINER, "no gradient clipping (the norm is still computed)"),
     Mutant("lr-before-step", "src/trainer.py",
            '        optimizer.step()\n'
            '        # as in the original, the new rate applies from the next step on\n'
@@ -230,8 +231,9 @@ MUTANTS = [
            "nn.Linear(config.n_embd, config.vocab_size)", MODEL, "the output head has a bias"),
     Mutant("init-std", "src/model.py", "module.weight.data.normal_(mean=0.0, std=0.02)",
            "module.weight.data.normal_(mean=0.0, std=0.2)", MODEL, "weights initialised with std 0.2"),
-    Mutant("loss-counts-pad", "src/model.py", "targets.view(-1), ignore_index=0)", "targets.view(-1))", MODEL,
-           "the loss also trains on PAD targets"),
+    Mutant("loss-counts-pad", "src/model.py",
+           "targets.view(-1),\n                                   ignore_index=self.ignore_index)",
+           "targets.view(-1))", MODEL, "the loss also trains on PAD targets"),
     Mutant("two-variants-at-once", "src/model.py", "if len(chosen) > 1:", "if len(chosen) > 2:", MODEL,
            "GPTConfig builds a hybrid of two variants"),
     Mutant("synthesizer-full-context", "src/model.py", 'signature="blocks.0.attn.w1.weight", context_cut=1',

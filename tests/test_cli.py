@@ -5,6 +5,7 @@ every variant.
 import contextlib
 import csv
 import os
+import signal
 import subprocess
 import sys
 
@@ -116,16 +117,28 @@ def test_precision_and_micro_batch_options(workdir, monkeypatch):
                     ("fp32", False, run_module.CPU_MICRO_BATCH)]
 
 
-def test_torchrun_trains_in_two_processes_and_the_first_writes(workdir, tmp_path):
+def test_torchrun_resumes_in_two_processes_and_the_first_writes(workdir, monkeypatch):
+    """A run stopped by Ctrl-C after its first step, in one process, goes on in two (gloo)."""
+    monkeypatch.chdir(workdir)
+    args = ["pretrain", "vanilla", "wiki.txt", "--writing_params_path", "ddp.params", "--max_epochs", "3",
+            "--checkpoint_every", "0"]  # 41 documents at batch 128: one step per epoch
+    step = trainer.Trainer.step
+
+    def step_then_ctrl_c(self, *step_args):
+        loss = step(self, *step_args)
+        signal.raise_signal(signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(trainer.Trainer, "step", step_then_ctrl_c)
+    with pytest.raises(trainer.TrainingStopped, match="interrupted after step 1 of 3"):
+        run_module.main(args)
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             RUN, "pretrain", "vanilla", "wiki.txt",
-                             "--writing_params_path", str(tmp_path / "p.params"),
-                             "--max_epochs", "2", "--checkpoint_every", "1", "--tb_expt_name", "torchrun_test"],
+                             RUN, *args, "--resume", "--tb_expt_name", "torchrun_test"],
                             cwd=workdir, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("trained 2 steps") == 1
-    assert os.listdir(tmp_path) == ["p.params"]  # and no checkpoint left behind
-    params = torch.load(tmp_path / "p.params", weights_only=True)
+    assert not (workdir / "ddp.params.ckpt").exists()
+    params = torch.load(workdir / "ddp.params", weights_only=True)
     run_module.build_model("vanilla", 32, params["tok_emb.weight"].size(0)).load_state_dict(params)
     logs = [d for d in os.listdir(workdir / "expt" / "pretrain") if d.startswith("torchrun_test")]
     assert len(logs) == 1 and len(os.listdir(workdir / "expt" / "pretrain" / logs[0])) == 1  # one TensorBoard file
