@@ -1,4 +1,8 @@
-"""The optimizer and the learning-rate schedule, as the original trainer has them (README.md "What differs")."""
+"""
+The optimizer and the learning-rate schedule, as the original trainer has them (README.md "What
+differs"); and what this trainer adds without changing the gradient: slices of a batch, torchrun's
+processes, compiling, precisions.
+"""
 import math
 import os
 import subprocess
@@ -12,8 +16,7 @@ import distributed_worker
 import model
 import trainer
 
-
-attend = attention.attend
+original_attend = attention.attend
 
 
 def make_trainer(**options):
@@ -138,7 +141,6 @@ def test_a_step_counts_every_target_position_and_sets_the_next_rate_after_steppi
     assert all(g["lr"] == pytest.approx(1e-2 * y.numel() / 10 ** 9) for g in optimizer.param_groups)
 
 
-
 def one_step(x, y, **options):
     """The loss and the gradients of one step of the tiny model, without dropout, on (x, y)."""
     gpt = distributed_worker.tiny_model()
@@ -189,7 +191,8 @@ def test_the_compiled_step_is_the_eager_step():
                                                  ("bf16", torch.bfloat16)])
 def test_every_precision_trains(precision, products, monkeypatch):
     seen = []  # the dtypes of a projection's output and of the queries that attention gets
-    monkeypatch.setattr(attention, "attend", lambda q, *args: seen.append(("attention", q.dtype)) or attend(q, *args))
+    monkeypatch.setattr(attention, "attend",
+                        lambda q, *args: seen.append(("attention", q.dtype)) or original_attend(q, *args))
     gpt = distributed_worker.tiny_model()
     gpt.blocks[0].attn.value.register_forward_hook(lambda m, i, out: seen.append(("projection", out.dtype)))
     x, y = first_examples(14)
