@@ -37,6 +37,7 @@ MODEL = "tests/test_model.py"
 SLICES = "tests/test_trainer.py -k micro_batches or processes"
 PRECISION = "tests/test_trainer.py -k precision"
 TORCHRUN = "tests/test_cli.py -k torchrun or micro_batch"
+COMPILED = "tests/test_trainer.py -k compiled"
 
 MUTANTS = [
     # dataset.py
@@ -114,6 +115,9 @@ MUTANTS = [
     Mutant("resume-without-tokens", "src/trainer.py",
            'self.tokens, self.shuffle_seed = state["tokens"], state["shuffle_seed"]',
            'self.shuffle_seed = state["shuffle_seed"]', RESUME, "a resume restarts the learning-rate schedule"),
+    Mutant("compiled-copy", "src/trainer.py", "torch.compile(self.training_module, dynamic=False,",
+           'torch.compile(__import__("copy").deepcopy(self.training_module), dynamic=False,', COMPILED,
+           "--compile trains a copy of the model, so the saved params never move"),
     Mutant("checkpoint-unpickles", "src/trainer.py", "map_location=self.device, weights_only=True)",
            "map_location=self.device, weights_only=False)", CHECKPOINT,
            "checkpoints load with pickle, so a crafted one runs code"),

@@ -44,15 +44,16 @@ def main():
     args = argp.parse_args()
     if args.scores_in_bf16:
         attention.MultiHeadAttention.attend = attend_in_bf16
+    # run.py's own options and recipe for this pretraining
+    run_args = run.parse_args(["pretrain", args.variant, "wiki.txt", "--bottleneck_dim", str(args.bottleneck_dim),
+                               "--precision", args.precision, "--device", args.device])
+    run.fill_in_device_defaults(run_args, trainer.resolve_device(args.device))
     utils.set_seed(args.seed)
     trainer.set_precision(args.precision)
-    corpus = dataset.CharCorruptionDataset(open("wiki.txt", encoding="utf-8").read(), run.BLOCK_SIZE)
+    corpus = dataset.CharCorruptionDataset(run.read_text("wiki.txt", "pretraining corpus"), run.BLOCK_SIZE)
     gpt = run.build_model(args.variant, args.bottleneck_dim, corpus.vocab_size)
-    recipe = run.RECIPE["pretrain"]
-    t = trainer.Trainer(gpt, corpus, None, trainer.TrainerConfig(
-        batch_size=recipe["batch_size"], learning_rate=6e-3, lr_decay=True, warmup_tokens=512 * 20,
-        final_tokens=200 * len(corpus) * run.BLOCK_SIZE, device=args.device, precision=args.precision,
-        micro_batch_size=run.CPU_MICRO_BATCH if trainer.resolve_device(args.device) == "cpu" else None))
+    config = run.trainer_config(run_args, corpus, "pretrain")
+    t = trainer.Trainer(gpt, corpus, None, config)
 
     # the largest score and logit of each step's forward passes, recorded by hooks
     largest = {"score": 0.0, "logit": 0.0}
@@ -70,17 +71,13 @@ def main():
     gpt.head.register_forward_hook(lambda module, inputs, output: record("logit", output))
 
     optimizer = t.configure_optimizer()
-    batches = iter(torch.utils.data.DataLoader(corpus, batch_size=recipe["batch_size"]))
+    batches = trainer.EpochBatches(len(corpus), config.batch_size, config.max_epochs)
+    loader = torch.utils.data.DataLoader(corpus, batch_sampler=batches)
     gpt.train()
     with open(args.csv, "w", newline="") as f:
         rows = csv.writer(f)
         rows.writerow(["step", "loss", "grad_norm", "largest_score", "largest_logit", "lr"])
-        for step in range(args.steps):
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                batches = iter(torch.utils.data.DataLoader(corpus, batch_size=recipe["batch_size"]))
-                x, y = next(batches)
+        for step, (x, y) in zip(range(args.steps), loader):
             largest.update(score=0.0, logit=0.0)
             loss = t.step(x, y, optimizer).item()
             row = [step, loss, t.grad_norm.item(), largest["score"], largest["logit"], t.learning_rate()]

@@ -204,24 +204,30 @@ def tensorboard_writer(args):
         args.pretrain_lr, args.finetune_lr))
 
 
+def trainer_config(args, pretrain_dataset, recipe, **options):
+    """RECIPE[recipe]'s epochs, batch size and peak learning rate, the original's schedule (no
+    warmup to speak of, decay over 200 passes' worth of pretraining tokens) and the command line's
+    training options; `options` add the rest of TrainerConfig."""
+    return trainer.TrainerConfig(
+        max_epochs=args.max_epochs or RECIPE[recipe]["max_epochs"], batch_size=RECIPE[recipe]["batch_size"],
+        learning_rate=getattr(args, RECIPE[recipe]["learning_rate"]),
+        lr_decay=True, warmup_tokens=512 * 20, final_tokens=200 * len(pretrain_dataset) * BLOCK_SIZE,
+        num_workers=args.num_workers, shuffle=args.shuffle, device=args.device, compile=args.compile,
+        precision=args.precision, micro_batch_size=args.micro_batch_size, **options)
+
+
 def train(args, gpt, train_dataset, pretrain_dataset, recipe):
     """Train as RECIPE[recipe] says, then save the params."""
-    max_epochs = args.max_epochs or RECIPE[recipe]["max_epochs"]
-    batch_size = RECIPE[recipe]["batch_size"]
-    learning_rate = getattr(args, RECIPE[recipe]["learning_rate"])
     checkpoint_path = args.writing_params_path + ".ckpt"
     if args.resume and not os.path.exists(checkpoint_path):
         raise dataset.UserError(f"{checkpoint_path}: no checkpoint to resume from")
-    config = trainer.TrainerConfig(
-        max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-        lr_decay=True, warmup_tokens=512 * 20, final_tokens=200 * len(pretrain_dataset) * BLOCK_SIZE,
-        num_workers=args.num_workers, shuffle=args.shuffle, device=args.device, compile=args.compile,
-        precision=args.precision, micro_batch_size=args.micro_batch_size,
+    config = trainer_config(
+        args, pretrain_dataset, recipe,
         # the processes of a torchrun job train alike: the first one alone writes logs and files
         writer=tensorboard_writer(args) if args.rank == 0 else None,
-        checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every,
-        checkpoint_tag=f"{args.function} {describe_variant(args.variant, args.bottleneck_dim)}, "
-                       f"epochs={max_epochs} lr={learning_rate} from={args.reading_params_path}")
+        checkpoint_path=checkpoint_path, checkpoint_every=args.checkpoint_every)
+    config.checkpoint_tag = (f"{args.function} {describe_variant(args.variant, args.bottleneck_dim)}, "
+                             f"epochs={config.max_epochs} lr={config.learning_rate} from={args.reading_params_path}")
     try:
         trainer.Trainer(gpt, train_dataset, None, config).train(resume=args.resume)
     finally:
@@ -321,17 +327,22 @@ def main(argv=None):
                 torch.distributed.destroy_process_group()
 
 
-def run_function(args, stdout):
-    check_args(args)
-    if args.device != "auto" and not trainer.device_available(args.device):
-        raise dataset.UserError(f"--device {args.device}: no {args.device.upper()} device is available")
-    device = trainer.resolve_device(args.device)
+def fill_in_device_defaults(args, device):
+    """The defaults of the options that depend on the device the run will use."""
     if args.num_workers is None:
         # the original's 4 workers on CUDA; elsewhere the main process loads the data (it keeps
         # up with a CPU, and worker processes are a known source of hangs on macOS)
         args.num_workers = 4 if device == "cuda" else 0
     if args.micro_batch_size is None and device == "cpu":
         args.micro_batch_size = CPU_MICRO_BATCH
+
+
+def run_function(args, stdout):
+    check_args(args)
+    if args.device != "auto" and not trainer.device_available(args.device):
+        raise dataset.UserError(f"--device {args.device}: no {args.device.upper()} device is available")
+    device = trainer.resolve_device(args.device)
+    fill_in_device_defaults(args, device)
     if args.function == "evaluate" and int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise dataset.UserError("evaluate runs in one process: start it with python, not torchrun")
     args.rank, _ = trainer.init_distributed(device)
