@@ -9,7 +9,7 @@ Its old text must occur exactly once in its file: a mutant whose old text is gon
 "stale", so that a change to the code cannot silently retire it. Before the mutants, each test
 selection runs once on the unchanged code: one that fails there would make every mutant look
 caught, so the script stops. The repository itself is never modified; the copy lives in a
-temporary directory (src/ and tests/ copied, everything else linked).
+temporary directory (src/, scripts/ and tests/ copied, everything else linked).
 """
 import argparse
 import os
@@ -38,6 +38,8 @@ SLICES = "tests/test_trainer.py -k micro_batches or processes"
 PRECISION = "tests/test_trainer.py -k precision"
 TORCHRUN = "tests/test_cli.py -k torchrun or micro_batch"
 COMPILED = "tests/test_trainer.py -k compiled"
+RUN_ALL = "tests/test_run_all.py"
+ANALYSIS = "tests/test_analysis.py"
 
 MUTANTS = [
     # dataset.py
@@ -243,6 +245,21 @@ MUTANTS = [
     Mutant("synthesizer-full-context", "src/model.py", 'signature="blocks.0.attn.w1.weight", context_cut=1',
            'signature="blocks.0.attn.w1.weight"', "tests/test_robustness.py -k too_long",
            "the synthesizer claims 128 positions, and a 96-character question crashes it"),
+    # scripts/run_all.sh
+    Mutant("run-all-no-resume", "scripts/run_all.sh", "resume=(--resume)", "resume=()", RUN_ALL,
+           "run_all.sh starts an interrupted stage over instead of resuming its checkpoint"),
+    Mutant("run-all-redoes-stages", "scripts/run_all.sh", '[ -f "logs/$name.done" ] && return 0', ":", RUN_ALL,
+           "run_all.sh runs again the stages that finished"),
+    Mutant("run-all-one-seed", "scripts/run_all.sh", 'flags=(--seed "$seed")', "flags=()", RUN_ALL,
+           "run_all.sh trains every seed of a run with seed 0"),
+    Mutant("run-all-stops-at-failure", "scripts/run_all.sh", 'one_run "$tag" || failed=1', 'one_run "$tag" || exit 1',
+           RUN_ALL, "one failed run stops run_all.sh, and the runs after it never start"),
+    # scripts/analyze_predictions.py
+    Mutant("analysis-ignores-bf16", "scripts/analyze_predictions.py", 'if match and match["run"] in RUNS + BF16_RUNS:',
+           'if match and match["run"] in RUNS:', ANALYSIS, "the analysis leaves out the bf16 runs' predictions"),
+    Mutant("analysis-bf16-not-pretrained", "scripts/analyze_predictions.py",
+           'if run.split(".")[1] == "pretrain"]', 'if run.endswith(".pretrain")]', ANALYSIS,
+           "the analysis counts the bf16 runs among the runs without pretraining"),
     # utils.py
     Mutant("write-in-place", "src/utils.py", 'tmp = f"{path}.tmp{os.getpid()}"', "tmp = path", SAVE,
            "write_atomically writes the file itself"),
@@ -257,10 +274,10 @@ MUTANTS = [
 
 
 def make_copy():
-    """A temporary repository: src/ and tests/ copied, everything else linked."""
+    """A temporary repository: src/, scripts/ and tests/ copied, everything else linked."""
     copy = tempfile.mkdtemp(prefix="mutants-")
     for name in os.listdir(ROOT):
-        if name in ("src", "tests"):
+        if name in ("src", "scripts", "tests"):
             shutil.copytree(os.path.join(ROOT, name), os.path.join(copy, name),
                             ignore=shutil.ignore_patterns("__pycache__"))
         elif name != ".git":

@@ -126,6 +126,18 @@ def test_biography_is_the_line_that_starts_with_the_name(tmp_path):
     assert "Right in no run: 1 of 4 questions." in text
 
 
+def test_a_bf16_run_is_listed_when_it_has_predictions_and_counts_as_pretrained(tmp_path):
+    text = analysis.analysis(*write_files(tmp_path, {
+        "vanilla.pretrain.seed0.dev.predictions": ["London", "Beijing", "Boston", "Paris"],
+        "vanilla.pretrain.bf16.seed0.dev.predictions": ["London", "Rome", "Boston", "Paris"],
+        "vanilla.nopretrain.seed0.dev.predictions": ["Rome", "Beijing", "Boston", "Rome"],
+    }))
+    assert row(text, "Accuracy", ["vanilla.pretrain.bf16"])[1:] == ["1", "2/4 (50.0%)", "-", "-", "50.0% (one seed)"]
+    assert "rope.pretrain.bf16" not in text  # no predictions: not asked for
+    # London and Paris: right in both pretrained runs, wrong without pretraining
+    assert "Right in every pretrained run and in no run without pretraining: 2 of 4 questions." in text
+
+
 def test_output_file_holds_what_is_printed(tmp_path, monkeypatch, capsys):
     dev, wiki, report = write_files(tmp_path, {"vanilla.pretrain.seed0.dev.predictions": ["London"] * 4})
     output = tmp_path / "analysis.md"
