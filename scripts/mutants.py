@@ -254,6 +254,9 @@ MUTANTS = [
            "run_all.sh trains every seed of a run with seed 0"),
     Mutant("run-all-stops-at-failure", "scripts/run_all.sh", 'one_run "$tag" || failed=1', 'one_run "$tag" || exit 1',
            RUN_ALL, "one failed run stops run_all.sh, and the runs after it never start"),
+    Mutant("run-all-jobs-lose-failures", "scripts/run_all.sh",
+           'while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done', "wait", RUN_ALL,
+           "with JOBS > 1, a run that fails at the end goes unreported: run_all.sh exits 0"),
     # scripts/analyze_predictions.py
     Mutant("analysis-ignores-bf16", "scripts/analyze_predictions.py", 'if match and match["run"] in RUNS + BF16_RUNS:',
            'if match and match["run"] in RUNS:', ANALYSIS, "the analysis leaves out the bf16 runs' predictions"),
