@@ -264,3 +264,21 @@ def test_attention_maps_are_the_causal_weights_the_model_computes(variant):
         # query i sees keys 0..i only
         queries, keys = weights.shape[2:]
         assert torch.all(weights[..., ~torch.tril(torch.ones(queries, keys, dtype=torch.bool))] == 0), name
+
+
+def test_a_synthesizer_row_depends_on_its_own_input_alone():
+    # what the 2021 handout asks the synthesizer cannot do: its first layer's weights at position
+    # i are made from x_i alone, so another character changes no other row; vanilla's weights
+    # compare x_i with every x_j, so the rows after the change move
+    idx = random_ids(1, BLOCK - 1)
+    changed = idx.clone()
+    changed[0, 3] = (idx[0, 3] + 1) % VOCAB
+    first_layer = {}
+    for variant in ("synthesizer", "vanilla"):
+        gpt = tiny_model(variant)
+        before, after = (gpt.attention_maps(x)[1][0][1][0] for x in (idx, changed))  # (heads, T, T)
+        first_layer[variant] = (after - before).abs().amax(dim=(0, 2))  # the largest change of each row
+    others = torch.arange(BLOCK - 1) != 3
+    assert torch.all(first_layer["synthesizer"][others] == 0)
+    assert first_layer["synthesizer"][3] > 0.05
+    assert torch.all(first_layer["vanilla"][4:] > 0.01) and first_layer["vanilla"].max() > 0.1
