@@ -22,7 +22,7 @@ import utils
 
 # The assignment's recipe: the model's size, and for each way of training the epochs, the batch
 # size and the option that gives the peak learning rate. From scratch the model needs many more
-# epochs than from pretrained params. (The schedule's warmup and final tokens are in train().)
+# epochs than from pretrained params. (The schedule's warmup and final tokens are in trainer_config().)
 RECIPE = {
     "model": {"block_size": 128, "n_layer": 4, "n_head": 8, "n_embd": 256},
     "pretrain": {"max_epochs": 650, "batch_size": 128, "learning_rate": "pretrain_lr"},
