@@ -258,6 +258,8 @@ MUTANTS = [
            "run_all.sh trains every seed of a run with seed 0"),
     Mutant("run-all-stops-at-failure", "scripts/run_all.sh", 'one_run "$tag" || failed=1', 'one_run "$tag" || exit 1',
            RUN_ALL, "one failed run stops run_all.sh, and the runs after it never start"),
+    Mutant("run-all-goes-on-after-ctrl-c", "scripts/run_all.sh", '  [ -z "$interrupted" ] || { failed=1; break; }\n',
+           "", RUN_ALL, "after Ctrl-C, run_all.sh starts the next run"),
     Mutant("run-all-jobs-lose-failures", "scripts/run_all.sh",
            'while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done', "wait", RUN_ALL,
            "with JOBS > 1, a run that fails at the end goes unreported: run_all.sh exits 0"),

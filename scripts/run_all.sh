@@ -8,6 +8,7 @@
 # logs/<stage>.log keeps each command's output (of every try) and logs/times.txt its wall time and
 # accuracy.
 #
+# Ctrl-C stops it: the commands in progress save their checkpoints and nothing new starts.
 # Running it again goes on where it stopped: a stage that finished (logs/<stage>.done) is skipped,
 # one that was interrupted resumes from its checkpoint. Delete logs/ to start over.
 #   bash scripts/run_all.sh [run.py options for every command, e.g. --device cpu]
@@ -95,14 +96,15 @@ one_run() {  # one_run RUN.seedN: train, evaluate, keep the predictions and the 
     --wiki "$REPO/wiki.txt" --output report/analysis.md > /dev/null
 }
 
-failed=0
+failed=0 interrupted=""
+# Ctrl-C reaches run.py too, which saves its checkpoint and stops: start nothing after it
+trap 'interrupted=1' INT
 for tag in $RUNS; do
   if [ "${JOBS:-1}" -gt 1 ]; then
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || failed=1; done
-    one_run "$tag" &
-  else
-    one_run "$tag" || failed=1
   fi
+  [ -z "$interrupted" ] || { failed=1; break; }
+  if [ "${JOBS:-1}" -gt 1 ]; then one_run "$tag" & else one_run "$tag" || failed=1; fi
 done
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
 cat logs/times.txt

@@ -13,10 +13,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The stand-in: each call appends its arguments to calls.jsonl; run.py commands write their params
-# (or, for FAIL_WRITING, a checkpoint and exit 1), predictions and a TensorBoard directory; other
+# (or, for FAIL_WRITING, a checkpoint and exit 1; for CTRL_C_WRITING also a Ctrl-C), predictions and a TensorBoard directory; other
 # scripts (the analysis) run with the real Python, unless ANALYSIS=skip.
 STAND_IN = f"""#!{sys.executable}
-import json, os, sys
+import json, os, signal, sys
 args = [a.replace({ROOT!r} + "/", "") for a in sys.argv[1:]]
 if args[0] != "src/run.py":
     if os.environ.get("ANALYSIS") == "skip":
@@ -34,8 +34,11 @@ if function == "evaluate":
     print("Correct: 1 out of 2: 50.0%")
 else:
     params = options["--writing_params_path"]
-    if params == os.environ.get("FAIL_WRITING"):
+    if params in (os.environ.get("FAIL_WRITING"), os.environ.get("CTRL_C_WRITING")):
         open(params + ".ckpt", "w").close()
+        if params == os.environ.get("CTRL_C_WRITING"):  # as a terminal does: to the whole process group
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            os.killpg(0, signal.SIGINT)
         sys.exit(1)
     open(params, "w").close()
     if os.path.exists(params + ".ckpt"):
@@ -53,8 +56,10 @@ def run_all(tmp_path, *extra, **env):
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     # PYTHON and OUT relative to the caller's directory, as a user would give them
+    # (in a process group of its own, which the stand-in's Ctrl-C reaches)
     result = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_all.sh"), *extra], capture_output=True,
-                            text=True, cwd=tmp_path, env={**os.environ, "PYTHON": "./python", "OUT": "out", **env})
+                            text=True, cwd=tmp_path, env={**os.environ, "PYTHON": "./python", "OUT": "out", **env},
+                            start_new_session=True)
     calls_file = out / "calls.jsonl"
     calls = [json.loads(line) for line in calls_file.read_text().splitlines()] if calls_file.exists() else []
     calls_file.unlink(missing_ok=True)
@@ -113,6 +118,14 @@ def test_a_second_call_resumes_what_failed_and_skips_what_finished(tmp_path, job
     assert "resumed" in (out / "logs/times.txt").read_text()
     # the analysis of every predictions file so far
     assert "rope.pretrain" in (out / "report/analysis.md").read_text()
+
+
+def test_ctrl_c_stops_the_runs_after_the_checkpoint(tmp_path):
+    runs = "rope.pretrain.seed1 vanilla.nopretrain.seed0"
+    result, calls, out = run_all(tmp_path, RUNS=runs, CTRL_C_WRITING="rope.pretrain.seed1.pretrain.params")
+    assert result.returncode != 0
+    assert calls == [calls[0]] and calls[0][1] == "pretrain"  # the next run never starts
+    assert (out / "rope.pretrain.seed1.pretrain.params.ckpt").exists()
 
 
 @pytest.mark.parametrize("runs", ["rope.pretrain", "unknown.pretrain.seed0", "vanilla.nopretrain.bf16.seed0"])
