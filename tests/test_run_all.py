@@ -81,7 +81,7 @@ def test_every_run_in_order_with_its_seed_and_files(tmp_path):
     for call in calls:
         assert "wiki.txt" in call and option(call, "--device") == "cpu"
         assert (option(call, "--bottleneck_dim") == "64") == (call[2] == "perceiver")
-    # every command of a run has its seed, and bf16 only in the bf16 runs
+    # a run's commands carry its seed, and only the bf16 runs' carry a precision
     by_writer = {option(c, "--writing_params_path"): c for c in calls if c[1] != "evaluate"}
     assert option(by_writer["rope.pretrain.seed2.pretrain.params"], "--seed") == "2"
     assert option(by_writer["vanilla.nopretrain.seed1.finetune.params"], "--seed") == "1"
