@@ -269,6 +269,9 @@ MUTANTS = [
     Mutant("analysis-bf16-not-pretrained", "scripts/analyze_predictions.py",
            'if run.split(".")[1] == "pretrain"]', 'if run.endswith(".pretrain")]', ANALYSIS,
            "the analysis counts the bf16 runs among the runs without pretraining"),
+    Mutant("loss-table-window-too-wide", "scripts/loss_table.py", "if step - window < s <= step]",
+           "if step - window <= s <= step]", "tests/test_analysis.py -k loss_table",
+           "loss_table.py averages one logged step more than its window"),
     # utils.py
     Mutant("write-in-place", "src/utils.py", 'tmp = f"{path}.tmp{os.getpid()}"', "tmp = path", SAVE,
            "write_atomically writes the file itself"),

@@ -163,3 +163,21 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, monkeypatch, prediction
     assert str(exit.value).startswith("analyze_predictions.py: ")
     assert message.format(dev=dev, report=report) in str(exit.value)
     assert "\n" not in str(exit.value)
+
+
+def test_loss_table_averages_the_window_up_to_each_step_and_leaves_unreached_steps_blank(
+        tmp_path, monkeypatch, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+    import loss_table
+    for name, last_step in (("long_pt_lr_0.006", 200), ("short_pt_lr_0.006", 50)):
+        with SummaryWriter(str(tmp_path / name)) as writer:
+            for step in range(0, last_step + 1, 10):
+                writer.add_scalar("train/loss", step / 10, step)
+    monkeypatch.setattr(sys, "argv", ["loss_table.py", str(tmp_path / "long_pt_lr_0.006"),
+                                      str(tmp_path / "short_pt_lr_0.006"),
+                                      "--steps", "50,100", "--window", "30"])
+    loss_table.main()
+    header, long_run, short_run = capsys.readouterr().out.splitlines()
+    assert header.split() == ["run", "50", "100"]
+    assert long_run.split() == ["long", "4.000", "9.000"]  # steps 30-50: losses 3,4,5; 80-100: 8,9,10
+    assert short_run.split() == ["short", "4.000"]  # it stopped at step 50
