@@ -272,6 +272,9 @@ MUTANTS = [
     Mutant("loss-table-window-too-wide", "scripts/loss_table.py", "if step - window < s <= step]",
            "if step - window <= s <= step]", "tests/test_analysis.py -k loss_table",
            "loss_table.py averages one logged step more than its window"),
+    Mutant("loss-table-accepts-no-losses", "scripts/loss_table.py", "        if not steps:\n",
+           "        if False:\n", "tests/test_analysis.py -k loss_table",
+           "loss_table.py prints a blank row for a folder without losses instead of refusing it"),
     # utils.py
     Mutant("write-in-place", "src/utils.py", 'tmp = f"{path}.tmp{os.getpid()}"', "tmp = path", SAVE,
            "write_atomically writes the file itself"),

@@ -26,6 +26,11 @@ def scalars(run_dir, tag):
     return [p.step for p in points], [p.value for p in points]
 
 
+def run_label(run_dir):
+    """A run's name without the learning rates that every run directory's name ends with."""
+    return os.path.basename(os.path.normpath(run_dir)).split("_pt_lr")[0]
+
+
 def main():
     expt = sys.argv[1] if len(sys.argv) > 1 else "expt"
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join("report", "losses.png")
@@ -38,8 +43,7 @@ def main():
                              sharex="col", height_ratios=[3, 1])
     for function, (loss_ax, lr_ax) in zip(functions, axes.T):
         for run_dir in runs[function]:
-            label = os.path.basename(run_dir).split("_pt_lr")[0]
-            loss_ax.plot(*scalars(run_dir, "train/loss"), label=label, linewidth=0.8)
+            loss_ax.plot(*scalars(run_dir, "train/loss"), label=run_label(run_dir), linewidth=0.8)
             lr_ax.plot(*scalars(run_dir, "train/lr"), linewidth=0.8)
         loss_ax.set_title(function)
         loss_ax.set_ylabel("train loss")

@@ -181,3 +181,13 @@ def test_loss_table_averages_the_window_up_to_each_step_and_leaves_unreached_ste
     assert header.split() == ["run", "50", "100"]
     assert long_run.split() == ["long", "4.000", "9.000"]  # steps 30-50: losses 3,4,5; 80-100: 8,9,10
     assert short_run.split() == ["short", "4.000"]  # it stopped at step 50
+
+
+def test_loss_table_refuses_a_folder_without_losses_before_printing_anything(
+        tmp_path, monkeypatch, capsys):
+    import loss_table
+    monkeypatch.setattr(sys, "argv", ["loss_table.py", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit:
+        loss_table.main()
+    assert str(exit.value) == f"loss_table.py: {tmp_path}: no train/loss logged there"
+    assert capsys.readouterr().out == ""
