@@ -50,6 +50,30 @@ def draw(maps, read, title, bottleneck_dim):
     return fig
 
 
+def load_model(args):
+    """The vocabulary's dataset and the model of args.variant with args.reading_params_path loaded."""
+    corpus = dataset.CharCorruptionDataset(run.read_text(args.pretrain_corpus_path, "pretraining corpus"),
+                                           run.BLOCK_SIZE, name=args.pretrain_corpus_path)
+    gpt = run.build_model(args.variant, args.bottleneck_dim, corpus.vocab_size)
+    run.load_params(gpt, args.reading_params_path, args)
+    return corpus, gpt
+
+
+def answer_with_maps(gpt, corpus, question):
+    """
+    Answer as evaluation does, then replay what the model read: the prompt (the question less
+    characters the vocabulary lacks, and its MASK), then the answer it wrote (the closing MASK it
+    wrote last was never read). Returns (prompt, read, answer, maps of that replay).
+    """
+    prompt = run.prompt_text(question, corpus)
+    completion = utils.greedy_decode(gpt, [corpus.encode(prompt)], run.ANSWER_STEPS,
+                                     stop_id=corpus.stoi[dataset.MASK_CHAR])[0]
+    read = prompt + "".join(corpus.itos[i] for i in completion[:-1])
+    answer = "".join(corpus.itos[i] for i in completion).split(dataset.MASK_CHAR)[0]
+    _, maps = gpt.attention_maps(corpus.encode(read)[None])
+    return prompt, read, answer, maps
+
+
 def main(argv=None):
     warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # such characters show as boxes
     argp = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,21 +85,9 @@ def main(argv=None):
     argp.add_argument("--bottleneck_dim", type=int, default=32, help="perceiver basis length m (default: %(default)s)")
     args = argp.parse_args(argv)
 
-    corpus = dataset.CharCorruptionDataset(run.read_text(args.pretrain_corpus_path, "pretraining corpus"),
-                                           run.BLOCK_SIZE, name=args.pretrain_corpus_path)
-    gpt = run.build_model(args.variant, args.bottleneck_dim, corpus.vocab_size)
-    run.load_params(gpt, args.reading_params_path, args)
+    corpus, gpt = load_model(args)
     run.check_question_length(gpt, args.question, "--question")
-
-    # answer as evaluation does, then replay what the model read: the question (less characters
-    # the vocabulary lacks), its MASK and the answer it wrote (the closing MASK it wrote last was
-    # never read)
-    prompt = run.prompt_text(args.question, corpus)
-    completion = utils.greedy_decode(gpt, [corpus.encode(prompt)], run.ANSWER_STEPS,
-                                     stop_id=corpus.stoi[dataset.MASK_CHAR])[0]
-    read = prompt + "".join(corpus.itos[i] for i in completion[:-1])
-    answer = "".join(corpus.itos[i] for i in completion).split(dataset.MASK_CHAR)[0]
-    _, maps = gpt.attention_maps(corpus.encode(read)[None])
+    _, read, answer, maps = answer_with_maps(gpt, corpus, args.question)
 
     title = f"{args.variant}, {os.path.basename(args.reading_params_path)}: {args.question} → {answer}"
     fig = draw(maps, read, title, args.bottleneck_dim if args.variant == "perceiver" else None)

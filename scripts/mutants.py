@@ -38,6 +38,7 @@ SLICES = "tests/test_trainer.py -k micro_batches or processes"
 PRECISION = "tests/test_trainer.py -k precision"
 TORCHRUN = "tests/test_cli.py -k torchrun or micro_batch"
 COMPILED = "tests/test_trainer.py -k compiled"
+ANSWER_ON_NAME = "tests/test_analysis.py tests/test_cli.py -k name_share or attention_on_name"
 RUN_ALL = "tests/test_run_all.py"
 ANALYSIS = "tests/test_analysis.py"
 
@@ -275,6 +276,14 @@ MUTANTS = [
     Mutant("loss-table-accepts-no-losses", "scripts/loss_table.py", "        if not steps:\n",
            "        if False:\n", "tests/test_analysis.py -k loss_table",
            "loss_table.py prints a blank row for a folder without losses instead of refusing it"),
+    Mutant("name-share-skips-mask-row", "scripts/attention_on_name.py", "rows = weights[:, prompt_length - 1:, :]",
+           "rows = weights[:, prompt_length:, :]", ANSWER_ON_NAME,
+           "attention_on_name.py leaves out the MASK's row, which writes the answer's first character"),
+    Mutant("name-share-one-late", "scripts/attention_on_name.py", "rows[:, :, start:start + name_length]",
+           "rows[:, :, start + 1:start + name_length + 1]", ANSWER_ON_NAME,
+           "attention_on_name.py counts the name's keys one character late"),
+    Mutant("name-share-right-wrong-swapped", "scripts/attention_on_name.py", "shares[answer == place]",
+           "shares[answer != place]", ANSWER_ON_NAME, "attention_on_name.py files right answers under wrong"),
     # utils.py
     Mutant("write-in-place", "src/utils.py", 'tmp = f"{path}.tmp{os.getpid()}"', "tmp = path", SAVE,
            "write_atomically writes the file itself"),
@@ -302,8 +311,8 @@ def make_copy():
 
 def run_tests(copy, tests, timeout):
     """'passed', 'failed', 'timeout', or 'error' (pytest could not run the selection)."""
-    args = tests.split(" -k ", 1)
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", args[0]]
+    args = tests.split(" -k ", 1)  # test files, then the -k expression
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args[0].split()]
     if len(args) == 2:
         command += ["-k", args[1]]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}

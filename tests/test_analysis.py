@@ -5,11 +5,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import analyze_predictions as analysis  # noqa: E402
+import attention_on_name  # noqa: E402
 
 PEOPLE = [("Ada Lovelace", "London"), ("Bo Li", "Beijing"), ("Cy Twombly", "Lexington"),
           ("Di Ma", "Paris")]
@@ -191,3 +193,18 @@ def test_loss_table_refuses_a_folder_without_losses_before_printing_anything(
         loss_table.main()
     assert str(exit.value) == f"loss_table.py: {tmp_path}: no train/loss logged there"
     assert capsys.readouterr().out == ""
+
+
+def test_name_share_is_the_answer_rows_weight_on_the_name():
+    # "Where was Ann born?" and its MASK (20 characters, the name at 10-12), then two answer characters
+    prefix, name_length, prompt_length, read = len(analysis.QUESTION_PREFIX), 3, 20, 22
+    weights = torch.zeros(2, read, read)
+    weights[:, :, 0] = 1.0  # head 1 looks only at the first character
+    weights[0, :prompt_length - 1, 0] = 0.0
+    weights[0, :prompt_length - 1, prefix + 1] = 1.0  # the question's own rows do not count
+    for row, share in zip(range(prompt_length - 1, read), (0.9, 0.6, 0.3)):  # the MASK's row, then the answer's
+        weights[0, row, 0] = 1 - share
+        weights[0, row, prefix] = weights[0, row, prefix + name_length - 1] = share / 2  # the name's ends
+    shares, uniform = attention_on_name.name_share(weights, prompt_length, name_length)
+    assert shares.tolist() == pytest.approx([0.6, 0.0])
+    assert uniform == pytest.approx((3 / 20 + 3 / 21 + 3 / 22) / 3)

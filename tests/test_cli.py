@@ -2,6 +2,7 @@
 The commands of the handout (README.md, "The full pipeline"), end to end on a small corpus, for
 every variant.
 """
+import argparse
 import contextlib
 import csv
 import os
@@ -21,6 +22,7 @@ from conftest import ROOT, data_path
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import attention_map  # noqa: E402
+import attention_on_name  # noqa: E402
 
 RUN = os.path.join(ROOT, "src", "run.py")
 VARIANT_FLAGS = {"vanilla": [], "synthesizer": [], "perceiver": ["--bottleneck_dim", "16"], "rope": []}
@@ -153,6 +155,46 @@ def test_attention_map_draws_every_layer_and_head(workdir, monkeypatch, capsys):
     # 4 layers by 8 heads, each panel 2.2 x 2.4 inches at 150 dpi
     assert matplotlib.image.imread(workdir / "map.png").shape[:2] == (4 * 2.4 * 150, 8 * 2.2 * 150)
 
+
+
+def test_attention_on_name_averages_right_and_wrong_answers_apart(workdir, monkeypatch, capsys):
+    torch.manual_seed(0)
+    save_untrained_params(workdir, "rope", "rope.untrained.params")
+    monkeypatch.chdir(workdir)
+    args = argparse.Namespace(variant="rope", pretrain_corpus_path="wiki.txt",
+                              reading_params_path="rope.untrained.params", bottleneck_dim=None)
+    corpus, gpt = attention_map.load_model(args)
+    questions = [line.split("\t")[0] for line in (workdir / "dev.tsv").read_text(encoding="utf-8").splitlines()[:2]]
+    replays = [attention_map.answer_with_maps(gpt, corpus, q) for q in questions]
+    # the untrained model answers nothing; here it answers Paris, then Rome, to two people born in Paris
+
+    def answer_paris_then_rome(gpt, corpus, question):
+        prompt, read, _, maps = replays[questions.index(question)]
+        return prompt, read, "Paris" if question == questions[0] else "Rome", maps
+
+    monkeypatch.setattr(attention_map, "answer_with_maps", answer_paris_then_rome)
+    (workdir / "two.tsv").write_text("".join(f"{q}\tParis\n" for q in questions), encoding="utf-8")
+    capsys.readouterr()
+    attention_on_name.main(["rope", "wiki.txt", "--reading_params_path", "rope.untrained.params",
+                            "--eval_corpus_path", "two.tsv"])
+    lines = capsys.readouterr().out.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith("rope, "))  # after the model's own lines
+    assert lines[title].endswith("2 questions, 1 answered right")
+    rows = [line.split() for line in lines[title + 3:]]
+    assert [(name, int(head)) for name, head, *_ in rows] == [(f"blocks.{layer}.attn", head)
+                                                              for layer in range(4) for head in range(8)]
+    for question, (prompt, _, _, maps), column in zip(questions, replays, (2, 3)):
+        name_length = len(question) - len("Where was  born?")
+        expected = [attention_on_name.name_share(weights[0], len(prompt), name_length)[0] for _, weights in maps]
+        assert [float(row[column]) for row in rows] == pytest.approx(torch.cat(expected).tolist(), abs=1e-3)
+
+
+
+def test_attention_on_name_refuses_a_line_that_is_not_a_question_with_its_place(tmp_path):
+    (tmp_path / "bad.tsv").write_text("Where was Ann born?\tParis\nWho was Ann?\tParis\n", encoding="utf-8")
+    with pytest.raises(dataset.UserError, match=r"bad.tsv, line 2: not 'Where was NAME born\?<TAB>place'"):
+        attention_on_name.main(["rope", "wiki.txt", "--reading_params_path", "none.params",
+                                "--eval_corpus_path", str(tmp_path / "bad.tsv")])
 
 def test_evaluate_places_counts_exact_answers():
     # london_baseline.py's figure in README: answering "London" to every dev question gets 25 of 500
