@@ -156,9 +156,7 @@ def test_attention_map_draws_every_layer_and_head(workdir, monkeypatch, capsys):
     assert matplotlib.image.imread(workdir / "map.png").shape[:2] == (4 * 2.4 * 150, 8 * 2.2 * 150)
 
 
-
 def test_attention_on_name_averages_right_and_wrong_answers_apart(workdir, monkeypatch, capsys):
-    torch.manual_seed(0)
     save_untrained_params(workdir, "rope", "rope.untrained.params")
     monkeypatch.chdir(workdir)
     args = argparse.Namespace(variant="rope", pretrain_corpus_path="wiki.txt",
@@ -189,12 +187,12 @@ def test_attention_on_name_averages_right_and_wrong_answers_apart(workdir, monke
         assert [float(row[column]) for row in rows] == pytest.approx(torch.cat(expected).tolist(), abs=1e-3)
 
 
-
 def test_attention_on_name_refuses_a_line_that_is_not_a_question_with_its_place(tmp_path):
     (tmp_path / "bad.tsv").write_text("Where was Ann born?\tParis\nWho was Ann?\tParis\n", encoding="utf-8")
     with pytest.raises(dataset.UserError, match=r"bad.tsv, line 2: not 'Where was NAME born\?<TAB>place'"):
         attention_on_name.main(["rope", "wiki.txt", "--reading_params_path", "none.params",
                                 "--eval_corpus_path", str(tmp_path / "bad.tsv")])
+
 
 def test_evaluate_places_counts_exact_answers():
     # london_baseline.py's figure in README: answering "London" to every dev question gets 25 of 500

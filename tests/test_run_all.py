@@ -5,6 +5,7 @@ what order, with which flags and file names, and how a second call goes on after
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -56,10 +57,12 @@ def run_all(tmp_path, *extra, **env):
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     # PYTHON and OUT relative to the caller's directory, as a user would give them
-    # (in a process group of its own, which the stand-in's Ctrl-C reaches)
+    # (in a process group of its own, which the stand-in's Ctrl-C reaches, and with Ctrl-C's default
+    # action restored: started in the background, as under nohup, the tests would pass SIGINT on
+    # ignored, and bash cannot trap a signal that was ignored when it started)
     result = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run_all.sh"), *extra], capture_output=True,
                             text=True, cwd=tmp_path, env={**os.environ, "PYTHON": "./python", "OUT": "out", **env},
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     calls_file = out / "calls.jsonl"
     calls = [json.loads(line) for line in calls_file.read_text().splitlines()] if calls_file.exists() else []
     calls_file.unlink(missing_ok=True)
