@@ -27,15 +27,18 @@ import run  # noqa: E402
 def name_share(weights, prompt_length, name_length):
     """
     weights (heads, T, T) of one replay whose prompt of prompt_length characters (MASK included)
-    holds the name right after QUESTION_PREFIX. Returns each head's share of attention from the
-    answer-writing rows (the prompt's MASK on) to the name's keys, averaged over those rows, and
-    the same share under attention spread evenly over each row's causal prefix.
+    holds the name right after QUESTION_PREFIX: each head's share of attention from the
+    answer-writing rows (the prompt's MASK on) to the name's keys, averaged over those rows.
     """
     start = len(analyze_predictions.QUESTION_PREFIX)
     rows = weights[:, prompt_length - 1:, :]
-    shares = rows[:, :, start:start + name_length].sum(-1).mean(-1)
-    positions = torch.arange(prompt_length - 1, weights.size(1), dtype=torch.float)
-    return shares, (name_length / (positions + 1)).mean().item()
+    return rows[:, :, start:start + name_length].sum(-1).mean(-1)
+
+
+def even_share(prompt_length, read_length, name_length):
+    """name_share under attention spread evenly over each answer-writing row's causal prefix."""
+    positions = torch.arange(prompt_length - 1, read_length, dtype=torch.float)
+    return (name_length / (positions + 1)).mean().item()
 
 
 def main(argv=None):
@@ -53,20 +56,20 @@ def main(argv=None):
         raise dataset.UserError(str(e))
     corpus, gpt = attention_map.load_model(args)
     shares = {True: [], False: []}  # answered right or not -> each question's (layer, head) shares
-    uniform = []
+    even = []
     for lineno, (line, (name, place)) in enumerate(zip(lines, people), start=1):
         question = line.split("\t")[0]
         run.check_question_length(gpt, question, f"{args.eval_corpus_path}: line {lineno}")
-        prompt, _, answer, maps = attention_map.answer_with_maps(gpt, corpus, question)
+        prompt, read, answer, maps = attention_map.answer_with_maps(gpt, corpus, question)
         name_length = sum(c in corpus.stoi for c in name)  # as the prompt holds it
-        per_layer = [name_share(weights[0], len(prompt), name_length) for _, weights in maps]
-        shares[answer == place].append(torch.stack([layer_shares for layer_shares, _ in per_layer]))
-        uniform.append(per_layer[0][1])
+        shares[answer == place].append(torch.stack([name_share(weights[0], len(prompt), name_length)
+                                                    for _, weights in maps]))
+        even.append(even_share(len(prompt), len(read), name_length))
 
     means = {right: torch.stack(s).mean(0) if s else None for right, s in shares.items()}
     print(f"{args.variant}, {args.reading_params_path}, {args.eval_corpus_path}: {len(lines)} questions, "
           f"{len(shares[True])} answered right")
-    print(f"share of attention from the answer to the name (spread evenly: {sum(uniform) / len(uniform):.3f})")
+    print(f"share of attention from the answer to the name (spread evenly: {sum(even) / len(even):.3f})")
     print(f"{'layer':<16} {'head':>4} {'right':>6} {'wrong':>6}")
     for layer, (layer_name, weights) in enumerate(maps):
         for head in range(weights.size(1)):

@@ -282,6 +282,9 @@ MUTANTS = [
     Mutant("name-share-one-late", "scripts/attention_on_name.py", "rows[:, :, start:start + name_length]",
            "rows[:, :, start + 1:start + name_length + 1]", ANSWER_ON_NAME,
            "attention_on_name.py counts the name's keys one character late"),
+    Mutant("even-share-one-key-short", "scripts/attention_on_name.py", "(name_length / (positions + 1))",
+           "(name_length / positions)", ANSWER_ON_NAME,
+           "attention_on_name.py's even share counts one key too few in each row's causal prefix"),
     Mutant("name-share-right-wrong-swapped", "scripts/attention_on_name.py", "shares[answer == place]",
            "shares[answer != place]", ANSWER_ON_NAME, "attention_on_name.py files right answers under wrong"),
     # utils.py

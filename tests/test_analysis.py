@@ -205,6 +205,7 @@ def test_name_share_is_the_answer_rows_weight_on_the_name():
     for row, share in zip(range(prompt_length - 1, read), (0.9, 0.6, 0.3)):  # the MASK's row, then the answer's
         weights[0, row, 0] = 1 - share
         weights[0, row, prefix] = weights[0, row, prefix + name_length - 1] = share / 2  # the name's ends
-    shares, uniform = attention_on_name.name_share(weights, prompt_length, name_length)
+    shares = attention_on_name.name_share(weights, prompt_length, name_length)
     assert shares.tolist() == pytest.approx([0.6, 0.0])
-    assert uniform == pytest.approx((3 / 20 + 3 / 21 + 3 / 22) / 3)
+    even = attention_on_name.even_share(prompt_length, read, name_length)
+    assert even == pytest.approx((3 / 20 + 3 / 21 + 3 / 22) / 3)

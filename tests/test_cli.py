@@ -183,7 +183,7 @@ def test_attention_on_name_averages_right_and_wrong_answers_apart(workdir, monke
                                                               for layer in range(4) for head in range(8)]
     for question, (prompt, _, _, maps), column in zip(questions, replays, (2, 3)):
         name_length = len(question) - len("Where was  born?")
-        expected = [attention_on_name.name_share(weights[0], len(prompt), name_length)[0] for _, weights in maps]
+        expected = [attention_on_name.name_share(weights[0], len(prompt), name_length) for _, weights in maps]
         assert [float(row[column]) for row in rows] == pytest.approx(torch.cat(expected).tolist(), abs=1e-3)
 
 
