@@ -48,8 +48,8 @@ def read_questions(path):
         lines = f.read().splitlines()
     people = []
     for number, line in enumerate(lines, 1):
-        question, tab, place = line.strip().partition("\t")  # as evaluate_places reads the gold place
-        if not (tab and question.startswith(QUESTION_PREFIX) and question.endswith(QUESTION_SUFFIX)):
+        question, place = utils.split_question_line(line)
+        if not (place is not None and question.startswith(QUESTION_PREFIX) and question.endswith(QUESTION_SUFFIX)):
             raise ValueError(f"{path}, line {number}: not 'Where was NAME born?<TAB>place'")
         people.append((question[len(QUESTION_PREFIX):-len(QUESTION_SUFFIX)], place))
     if not people:

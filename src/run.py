@@ -311,8 +311,8 @@ def write_predictions_csv(f, lines, predictions):
     writer = csv.writer(f, lineterminator="\n")
     writer.writerow(["question", "gold", "prediction", "correct"])
     for line, prediction in zip(lines, predictions):
-        question, _, gold = line.strip().partition("\t")  # as evaluate_places reads the gold place
-        writer.writerow([question, gold, prediction, int(gold == prediction) if gold else ""])
+        question, gold = utils.split_question_line(line)
+        writer.writerow([question, gold, prediction, "" if gold is None else int(gold == prediction)])
 
 
 def main(argv=None):

@@ -117,6 +117,13 @@ def count_correct_places(lines, predicted_places):
     return (float(total), float(correct))
 
 
+def split_question_line(line):
+    """(question, gold place) of a line of a question<TAB>place file, the place read as
+    evaluate_places reads it (the second tab-separated field); None for a line without a tab."""
+    fields = line.strip().split("\t")
+    return fields[0], (fields[1] if len(fields) > 1 else None)
+
+
 def write_atomically(path, write, mode="w"):
     """Call write(file) on a temporary file beside path, then rename it over path, so that an
     interrupted run leaves either the old file or the complete new one."""

@@ -5,6 +5,7 @@ every variant.
 import argparse
 import contextlib
 import csv
+import io
 import os
 import signal
 import subprocess
@@ -97,6 +98,22 @@ def test_pretrain_finetune_evaluate(workdir, variant):
 
     logdir = workdir / "expt" / "pretrain" / f"run_{variant}_{16 if flags else 32}_pt_lr_0.006000_ft_lr_0.000600"
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(logdir))
+
+
+def test_predictions_csv_reads_each_gold_place_as_the_accuracy_line_does():
+    # a third field after the place is not part of it for evaluate_places, so not for the CSV either
+    lines = ["Where was Ann born?\tParis\tsee note\n", "Where was Bo born?\tRome\n", "Where was Cy born?\tOslo"]
+    predictions = ["Paris", "Milan", "Oslo"]
+    f = io.StringIO()
+    run_module.write_predictions_csv(f, lines, predictions)
+    rows = list(csv.reader(io.StringIO(f.getvalue())))
+    assert rows[1:] == [["Where was Ann born?", "Paris", "Paris", "1"], ["Where was Bo born?", "Rome", "Milan", "0"],
+                        ["Where was Cy born?", "Oslo", "Oslo", "1"]]
+    assert sum(int(row[3]) for row in rows[1:]) == utils.count_correct_places(lines, predictions)[1]
+
+    f = io.StringIO()
+    run_module.write_predictions_csv(f, ["Where was Ann born?\n"], ["Paris"])
+    assert f.getvalue().splitlines()[1] == "Where was Ann born?,,Paris,"
 
 
 def test_a_seed_makes_training_deterministic(workdir):
