@@ -10,6 +10,7 @@ import os
 import random
 import sys
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -49,6 +50,10 @@ class CharCorruptionDataset(Dataset):
         chars = [PAD_CHAR, MASK_CHAR] + chars
         self.stoi = {ch: i for i, ch in enumerate(chars)}
         self.itos = {i: ch for i, ch in enumerate(chars)}
+        # each character's id at its code point (-1: not in the vocabulary), so that encoding a
+        # string is one array lookup instead of a dict lookup per character
+        self.id_by_code_point = np.full(sys.maxunicode + 1, -1, dtype=np.int32)
+        self.id_by_code_point[[ord(ch) for ch in chars]] = range(len(chars))
         self.block_size = block_size
         self.vocab_size = len(chars)
         self.data = split_lines(data)
@@ -64,7 +69,11 @@ class CharCorruptionDataset(Dataset):
         return len(self.data)
 
     def encode(self, text):
-        return torch.tensor([self.stoi[c] for c in text], dtype=torch.long)
+        """The ids of text's characters, as a tensor; each character must be in the vocabulary."""
+        ids = self.id_by_code_point[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
+        if (ids < 0).any():
+            raise KeyError(f"characters not in the vocabulary: {text!r}")
+        return torch.from_numpy(ids.astype(np.int64))
 
     def __getitem__(self, idx):
         # 1. truncate to a random length in [4, 7/8 block_size], leaving room for two MASKs
@@ -80,8 +89,9 @@ class CharCorruptionDataset(Dataset):
         # 3. rearrange and pad
         masked_string = prefix + MASK_CHAR + suffix + MASK_CHAR + masked_content
         masked_string += PAD_CHAR * (self.block_size - len(masked_string))
-        # 4. input and target are the same string shifted by one character; 5. encode
-        return self.encode(masked_string[:-1]), self.encode(masked_string[1:])
+        # 4. encode; 5. input and target are the same string shifted by one character
+        ids = self.encode(masked_string)
+        return ids[:-1], ids[1:]
 
 
 class NameDataset(Dataset):

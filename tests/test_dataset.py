@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import dataset
 from conftest import ROOT, data_path
@@ -23,6 +24,16 @@ def test_vocabulary_is_pad_mask_then_sorted_corpus_characters():
     assert [ds.itos[i] for i in range(ds.vocab_size)] == expected
     assert all(ds.stoi[c] == i for i, c in enumerate(expected))
     assert ds.stoi[PAD_CHAR] == 0 and ds.stoi[MASK_CHAR] == 1
+
+
+def test_encode_gives_each_characters_id_and_refuses_a_character_outside_the_vocabulary():
+    ds = dataset.CharCorruptionDataset("hello w\u00f6rld \U0001F600\nabcd\n", BLOCK_SIZE)
+    text = MASK_CHAR + "w\u00f6rld \U0001F600 abcd" + PAD_CHAR  # one character beyond 16 bits
+    assert ds.encode(text).dtype == torch.long
+    assert ds.encode(text).tolist() == [ds.stoi[c] for c in text]
+    for outside in ("z", "\U0001F601"):  # between the vocabulary's code points, and beyond the last
+        with pytest.raises(KeyError):
+            ds.encode("hello " + outside)
 
 
 def test_wiki_vocabulary_has_256_symbols_and_2937_documents():
