@@ -31,7 +31,7 @@ def test_encode_gives_each_characters_id_and_refuses_a_character_outside_the_voc
     text = MASK_CHAR + "w\u00f6rld \U0001F600 abcd" + PAD_CHAR  # one character beyond 16 bits
     assert ds.encode(text).dtype == torch.long
     assert ds.encode(text).tolist() == [ds.stoi[c] for c in text]
-    for outside in ("z", "\U0001F601"):  # between the vocabulary's code points, and beyond the last
+    for outside in ("z", "\U0001F601"):  # neither is in the corpus; the second is beyond 16 bits too
         with pytest.raises(KeyError):
             ds.encode("hello " + outside)
 
