@@ -72,8 +72,16 @@ PRECISIONS = {
 
 
 def set_precision(precision):
-    """Set the process-wide switches of a key of PRECISIONS (bf16's autocast is the Trainer's)."""
+    """
+    Set the process-wide switches of a key of PRECISIONS (bf16's autocast is the Trainer's). Call
+    it before torch's first parallel operation: its CPU threads take the denormal switch from the
+    thread that starts them.
+    """
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    # Trained attention puts weights below float32's smallest normal number (1.2e-38) on far-off
+    # keys, and a CPU computes on such denormals many times slower: count them as zero instead
+    # (README.md, "Speed"; a CPU switch, CUDA's arithmetic is unchanged).
+    torch.set_flush_denormal(True)
 
 
 def init_distributed(device):

@@ -136,6 +136,23 @@ def test_precision_and_micro_batch_options(workdir, monkeypatch):
                     ("fp32", False, run_module.CPU_MICRO_BATCH)]
 
 
+def test_training_counts_denormals_as_zero_in_every_cpu_thread(workdir):
+    """
+    A fresh run.py process, where training would start: arithmetic on numbers below float32's
+    smallest normal gives zero, also in the threads that split a large operation between them.
+    """
+    # the smallest denormal, made from its bits: no conversion can flush it before the product
+    smallest = "torch.ones(1 << 20, dtype=torch.int32).view(torch.float32)"
+    script = ("import torch, run\n"
+              f"run.pretrain = lambda *args: print(int(({smallest} * 3).count_nonzero()))\n"
+              "run.main(['pretrain', 'vanilla', 'wiki.txt', '--writing_params_path', 'x.params', '--device', 'cpu'])\n")
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "0"
+
+
 def test_torchrun_resumes_in_two_processes_and_the_first_writes(workdir, monkeypatch):
     """A run stopped by Ctrl-C after its first step, in one process, goes on in two (gloo)."""
     monkeypatch.chdir(workdir)
