@@ -74,6 +74,13 @@ def training_flops_per_step(gpt, batch_size, T):
     return (6 * matrix_params * T + attention) * batch_size
 
 
+def pretraining_batches(corpus, batch_size, count):
+    """`count` batches (x, y) of span-corruption examples of the corpus's documents, in order."""
+    return [tuple(torch.stack(t) for t in zip(*(corpus[i % len(corpus)]
+                                                for i in range(s * batch_size, (s + 1) * batch_size))))
+            for s in range(count)]
+
+
 def time_training(gpt, batches, device, baseline, precision="fp32", compile=False, micro_batch_size=None):
     """Step time, compile time and peak memory of training on `batches`, after WARMUP_STEPS steps."""
     config = trainer.TrainerConfig(learning_rate=6e-3, lr_decay=True, warmup_tokens=512 * 20, final_tokens=1e9,
@@ -166,9 +173,7 @@ def main():
     questions = [line.split("\t")[0] for line in dataset.split_lines(open("birth_dev.tsv", encoding="utf-8").read())]
     prompts = [pretrain_dataset.encode(q + dataset.MASK_CHAR) for q in questions]
     start = time.perf_counter()
-    batches = [tuple(torch.stack(t) for t in zip(*(pretrain_dataset[i % len(pretrain_dataset)]
-                                                   for i in range(s * args.batch_size, (s + 1) * args.batch_size))))
-               for s in range(WARMUP_STEPS + args.train_steps)]
+    batches = pretraining_batches(pretrain_dataset, args.batch_size, WARMUP_STEPS + args.train_steps)
     data_ms = (time.perf_counter() - start) / len(batches) * 1e3  # span corruption, in this one process
     peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
     # the file keeps the rows of earlier runs on this device that this one does not measure again

@@ -41,6 +41,13 @@ COMPILED = "tests/test_trainer.py -k compiled"
 ANSWER_ON_NAME = "tests/test_analysis.py tests/test_cli.py -k name_share or attention_on_name"
 RUN_ALL = "tests/test_run_all.py"
 ANALYSIS = "tests/test_analysis.py"
+DENORMALS = "tests/test_cli.py -k denormals"
+
+# run.py's lines that read the corpus and build the model (their parallel operations start torch's threads)
+RUN_BUILDS_MODEL = ('    text = read_text(args.pretrain_corpus_path, "pretraining corpus")\n'
+                    "    pretrain_dataset = dataset.CharCorruptionDataset(text, BLOCK_SIZE, "
+                    "name=args.pretrain_corpus_path)\n"
+                    "    gpt = build_model(args.variant, args.bottleneck_dim, pretrain_dataset.vocab_size)\n")
 
 MUTANTS = [
     # dataset.py
@@ -126,7 +133,12 @@ MUTANTS = [
     Mutant("checkpoint-unpickles", "src/trainer.py", "map_location=self.device, weights_only=True)",
            "map_location=self.device, weights_only=False)", CHECKPOINT,
            "checkpoints load with pickle, so a crafted one runs code"),
+    Mutant("denormals-kept", "src/trainer.py", "    torch.set_flush_denormal(True)\n", "", DENORMALS,
+           "training on a CPU keeps denormal numbers, which slowed the perceiver twofold"),
     # run.py
+    Mutant("precision-after-model", "src/run.py", "    trainer.set_precision(args.precision)\n\n" + RUN_BUILDS_MODEL,
+           "\n" + RUN_BUILDS_MODEL + "    trainer.set_precision(args.precision)\n", DENORMALS,
+           "the precision is set after the model is built, when torch's CPU threads already run"),
     Mutant("prompt-with-answer", "src/run.py", 'question = line.split("\\t")[0]', "question = line",
            EVALUATE, "the evaluation prompt contains the gold answer"),
     Mutant("prompt-without-mask", "src/run.py", "if c in pretrain_dataset.stoi) + dataset.MASK_CHAR",
